@@ -1,0 +1,70 @@
+"""The one configuration object that fully describes an AVAGFormer.
+
+Checkpoints store it as a plain dict (``dataclasses.asdict``), so a checkpoint can be rebuilt with nothing else.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+MixerBias = Literal["per_head", "per_token"]
+
+
+@dataclass(frozen=True)
+class AVAGFormerConfig:
+    # Visual backbone: a timm PVT-v2 variant; stages 2-4 (strides 8, 16, 32) feed the head.
+    backbone: str = "pvt_v2_b5"
+    drop_path_rate: float = 0.1
+    image_size: int = 512
+
+    # Audio: frozen VGGish embeddings (128-d) of T log-mel windows, projected to `embed_dim`.
+    num_audio_windows: int = 20
+    freeze_audio_encoder: bool = True
+
+    # Deformable transformer encoder over the three backbone levels.
+    embed_dim: int = 256
+    encoder_layers: int = 6
+    encoder_heads: int = 8
+    encoder_points: int = 4
+    encoder_ffn_dim: int = 2048
+    encoder_dropout: float = 0.1
+
+    fpn_dim: int = 128
+
+    # "per_head" is what the released code computes: a per-head scalar bias that softmax cancels (inert).
+    # "per_token" is the paper's intent: the bias varies with each key token's own magnitude.
+    mixer_heads: int = 8
+    mixer_bias: MixerBias = "per_head"
+
+    # Shared query generator and the learnable query embedding added to its output.
+    num_queries: int = 300
+    query_layers: int = 6
+    query_heads: int = 8
+    query_ffn_dim: int = 1024
+
+    # Per-task decoders and mask heads.
+    decoder_dim: int = 16
+    decoder_heads: int = 4
+    compressor_dim: int = 64
+
+    def __post_init__(self) -> None:
+        if self.image_size <= 0 or self.image_size % 32:
+            raise ValueError(f"image_size must be a positive multiple of 32, got {self.image_size}")
+        if self.mixer_bias not in ("per_head", "per_token"):
+            raise ValueError(f"mixer_bias must be 'per_head' or 'per_token', got {self.mixer_bias!r}")
+        for name in ("num_audio_windows", "encoder_layers", "num_queries", "query_layers"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.embed_dim % self.encoder_heads or self.embed_dim % self.mixer_heads:
+            raise ValueError("embed_dim must be divisible by encoder_heads and mixer_heads")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "AVAGFormerConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown AVAGFormer config keys: {unknown}")
+        return cls(**values)

@@ -1,0 +1,3 @@
+from .avagformer import AVAGFormer, AVAGOutput
+
+__all__ = ["AVAGFormer", "AVAGOutput"]
