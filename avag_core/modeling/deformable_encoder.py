@@ -17,24 +17,44 @@ SpatialShapes = list[tuple[int, int]]
 
 def deformable_sample(value: torch.Tensor, spatial_shapes: SpatialShapes, locations: torch.Tensor,
                       weights: torch.Tensor) -> torch.Tensor:
-    """Weighted bilinear sampling of every head's value maps.
+    """Weighted bilinear sampling of every head's value maps, as `grid_sample` (zero padding,
+    align_corners=False) would sample them, summed with the attention weights.
 
     value [B, Nv, heads, head_dim]; locations [B, Nq, heads, levels, points, 2] in [0, 1] (x, y);
-    weights [B, Nq, heads, levels, points]. Returns [B, Nq, heads * head_dim]. Zero padding outside the maps,
-    align_corners=False.
+    weights [B, Nq, heads, levels, points]. Returns [B, Nq, heads * head_dim].
+
+    Every output is a weighted sum of value rows (4 bilinear corners per point), so the whole thing is one
+    `embedding_bag` over the flattened values, rather than a `grid_sample` per level followed by a weighted sum.
     """
-    batch, _, heads, head_dim = value.shape
+    batch, num_values, heads, head_dim = value.shape
     num_queries = locations.shape[1]
-    grids = 2 * locations - 1
-    level_values = value.split([h * w for h, w in spatial_shapes], dim=1)
-    out = value.new_zeros(batch * heads, head_dim, num_queries)
-    for level, (height, width) in enumerate(spatial_shapes):
-        v = level_values[level].permute(0, 2, 3, 1).reshape(batch * heads, head_dim, height, width)
-        g = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)  # [B*heads, Nq, points, 2]
-        sampled = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)
-        w = weights[:, :, :, level].transpose(1, 2).flatten(0, 1)  # [B*heads, Nq, points]
-        out = out + (sampled * w[:, None]).sum(-1)
-    return out.view(batch, heads * head_dim, num_queries).transpose(1, 2)
+    device = value.device
+    # Work in [B, heads, Nq, levels, points] order so that each (batch, head, query) bag is contiguous.
+    locations = locations.permute(0, 2, 1, 3, 4, 5).contiguous()
+    weights = weights.permute(0, 2, 1, 3, 4).contiguous()
+    sizes = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=locations.dtype, device=device)
+    pixels = locations * sizes[:, None, :] - 0.5  # continuous pixel coordinates, align_corners=False
+    corner = pixels.floor()
+    frac = pixels - corner
+    x0, y0 = corner.unbind(-1)
+    fx, fy = frac.unbind(-1)
+    width, height = sizes[:, None, 0], sizes[:, None, 1]
+    # Bilinear weight of the near and far corner along each axis; zero where that corner is off the map.
+    wx = torch.stack([(1 - fx) * ((x0 >= 0) & (x0 < width)), fx * ((x0 >= -1) & (x0 < width - 1))], -1)
+    wy = torch.stack([(1 - fy) * ((y0 >= 0) & (y0 < height)), fy * ((y0 >= -1) & (y0 < height - 1))], -1)
+    corner_weights = (weights[..., None, None] * wy[..., :, None] * wx[..., None, :]).flatten(3)
+    # Row of the top-left corner in the flattened multi-level value table; the other corners are +1, +W, +W+1.
+    # A corner off the map has weight zero, so its row only needs to exist: clamp into the table.
+    level_starts = torch.tensor([0] + [h * w for h, w in spatial_shapes][:-1], device=device).cumsum(0)
+    top_left = (y0 * width + x0).long() + level_starts[:, None]
+    steps = torch.stack([torch.zeros_like(sizes[:, 0]), torch.ones_like(sizes[:, 0]), sizes[:, 0], sizes[:, 0] + 1],
+                        -1).long()
+    rows = (top_left[..., None] + steps[:, None, :]).clamp_(0, num_values - 1).flatten(3)
+    rows += (torch.arange(batch * heads, device=device) * num_values).view(batch, heads, 1, 1)
+    table = value.permute(0, 2, 1, 3).reshape(batch * heads * num_values, head_dim)
+    out = F.embedding_bag(rows.flatten(0, 2), table, per_sample_weights=corner_weights.flatten(0, 2).to(table.dtype),
+                          mode="sum")
+    return out.view(batch, heads, num_queries, head_dim).transpose(1, 2).flatten(2)
 
 
 class MultiScaleDeformableAttention(nn.Module):
