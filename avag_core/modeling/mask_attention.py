@@ -13,16 +13,17 @@ ROW_CHUNK = 1024
 class MaskConditionedAttention(nn.Module):
     """Single-head attention whose keys and values are 1x1 convs of a one-channel mask.
 
-    With k_j = a*m_j + b and v_j = c*m_j + d, the q.b term is constant along each softmax row and cancels, so
-    the output at pixel i is out_proj(c * E_i + d), where E_i = sum_j softmax_j(s_i m_j) m_j and
-    s_i = q_i.a / sqrt(dim). That needs one scalar per (i, j) instead of the dim-wide product.
+    With k_j = a*m_j and v_j = c*m_j + d, the output at pixel i is out_proj(c * E_i + d), where
+    E_i = sum_j softmax_j(s_i m_j) m_j and s_i = q_i.a / sqrt(dim). That needs one scalar per (i, j) instead of
+    the dim-wide product.
     """
 
     def __init__(self, dim: int = 16) -> None:
         super().__init__()
         self.dim = dim
         self.query = nn.Conv2d(dim, dim, kernel_size=1)
-        self.key = nn.Conv2d(1, dim, kernel_size=1)
+        # No key bias: it would add q_i.b to a whole softmax row, which cancels (the released one is inert).
+        self.key = nn.Conv2d(1, dim, kernel_size=1, bias=False)
         self.value = nn.Conv2d(1, dim, kernel_size=1)
         self.out_proj = nn.Conv2d(dim, dim, kernel_size=1)
 

@@ -1,0 +1,80 @@
+"""The straightforward forms of the computations that AVAGFormer rewrites for speed.
+
+They are what the released code computes, kept for two uses: tests check that each rewrite agrees with its
+straightforward form, and `bench/inference.py` times the model both ways on the same machine.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from . import deformable_encoder
+from .avagformer import AVAGFormer
+from .mask_attention import MaskConditionedAttention
+from .mask_head import QueryConditionedMaskHead
+from .vggish import EMBEDDING_DIM
+
+
+def deformable_sample(value: torch.Tensor, spatial_shapes: list[tuple[int, int]], locations: torch.Tensor,
+                      weights: torch.Tensor) -> torch.Tensor:
+    """One `grid_sample` per level, then the attention-weighted sum (Deformable-DETR's PyTorch core)."""
+    batch, _, heads, head_dim = value.shape
+    num_queries = locations.shape[1]
+    grids = 2 * locations - 1
+    sampled = []
+    for level, (values, (height, width)) in enumerate(zip(value.split([h * w for h, w in spatial_shapes], 1),
+                                                         spatial_shapes)):
+        v = values.permute(0, 2, 3, 1).reshape(batch * heads, head_dim, height, width)
+        g = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
+        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
+    w = weights.transpose(1, 2).reshape(batch * heads, 1, num_queries, -1)
+    out = (torch.stack(sampled, dim=-2).flatten(-2) * w).sum(-1)
+    return out.view(batch, heads * head_dim, num_queries).transpose(1, 2)
+
+
+def mask_head(head: QueryConditionedMaskHead, features: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """Materialise [B*N, dim, h, w] (each query added to the map) and convolve it."""
+    batch, dim, height, width = features.shape
+    z = (features[:, None] + head.query_proj(queries)[..., None, None]).flatten(0, 1)
+    return head.predict(torch.relu(head.conv(z))).view(batch, -1, height, width)
+
+
+def mask_attention(module: MaskConditionedAttention, features: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
+    """Full [h*w, h*w] single-head attention with dim-wide keys and values."""
+    batch, dim, height, width = features.shape
+    q = module.query(features).flatten(2).transpose(1, 2)
+    k = module.key(mask_logits).flatten(2).transpose(1, 2)
+    v = module.value(mask_logits).flatten(2).transpose(1, 2)
+    attention = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(dim), dim=-1)
+    out = (attention @ v).transpose(1, 2).reshape(batch, dim, height, width)
+    return features + module.out_proj(out)
+
+
+def embed_audio(model: AVAGFormer, log_mel: torch.Tensor) -> torch.Tensor:
+    """VGGish on every window, padding included."""
+    batch, windows = log_mel.shape[:2]
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not model.config.freeze_audio_encoder):
+        return model.vggish(log_mel.flatten(0, 1)).view(batch, windows, EMBEDDING_DIM)
+
+
+@contextlib.contextmanager
+def straightforward_forms(model: AVAGFormer) -> Iterator[AVAGFormer]:
+    """Within the block, `model` computes every rewritten step the straightforward way."""
+    fast_sample = deformable_encoder.deformable_sample
+    heads = list(model.mask_heads.values())
+    deformable_encoder.deformable_sample = deformable_sample
+    for head in heads:
+        head.forward = lambda f, q, head=head: mask_head(head, f, q)
+    model.mask_attention.forward = lambda f, m: mask_attention(model.mask_attention, f, m)
+    model.embed_audio = lambda log_mel: embed_audio(model, log_mel)
+    try:
+        yield model
+    finally:
+        deformable_encoder.deformable_sample = fast_sample
+        for module in (*heads, model.mask_attention):
+            del module.forward
+        del model.embed_audio

@@ -1,0 +1,31 @@
+"""Shared fixtures. `../shared` exists on developer machines and in CI only: tests that need it skip without it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from avag_core import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = REPO.parent / "shared" / "data" / "avagd-sample"
+
+# Small enough for CPU tests: b0 backbone at 64x64, so the head runs at 8x8, 4x4 and 2x2.
+SMALL_IMAGE = 64
+
+
+def sample_dir() -> Path:
+    if not SAMPLE_DIR.is_dir():
+        pytest.skip(f"AVAGD sample not found at {SAMPLE_DIR} (../shared is only on developer and CI machines)")
+    return SAMPLE_DIR
+
+
+def small_model(**overrides) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("avagformer_b0", image_size=SMALL_IMAGE, **overrides)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return small_model().eval()
