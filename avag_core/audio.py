@@ -57,13 +57,18 @@ def to_mono_16k(waveform: np.ndarray | torch.Tensor, sample_rate: float) -> torc
     if not (isinstance(sample_rate, (int, float, np.integer, np.floating)) and math.isfinite(sample_rate)
             and sample_rate > 0):
         raise ValueError(f"sample rate must be a positive number, got {sample_rate!r}")
-    samples = torch.as_tensor(np.asarray(waveform) if not isinstance(waveform, torch.Tensor) else waveform)
-    if samples.dtype.is_complex or not (samples.dtype.is_floating_point or samples.dtype in
-                                        (torch.int16, torch.int32, torch.uint8, torch.int8)):
-        raise ValueError(f"audio must hold real samples, got dtype {samples.dtype}")
+    if isinstance(waveform, torch.Tensor):
+        samples = waveform.detach().cpu()
+    else:
+        array = np.asarray(waveform)
+        if array.dtype.kind not in "fiu":
+            raise ValueError(f"audio must hold real numeric samples, got dtype {array.dtype}")
+        samples = torch.from_numpy(np.ascontiguousarray(array))
+    if samples.dtype.is_complex or samples.dtype == torch.bool:
+        raise ValueError(f"audio must hold real numeric samples, got dtype {samples.dtype}")
     if samples.dtype == torch.int16:
         samples = samples.float() / 32768.0
-    samples = samples.detach().to("cpu", torch.float32)
+    samples = samples.to(torch.float32)
     if samples.ndim == 2:
         if samples.shape[1] > MAX_CHANNELS:
             raise ValueError(f"audio of shape {tuple(samples.shape)} has {samples.shape[1]} channels; "

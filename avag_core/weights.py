@@ -14,6 +14,8 @@ import torch
 from timm.models.pvt_v2 import checkpoint_filter_fn
 from torch import nn
 
+from .errors import existing_file
+
 CHECKPOINT_FORMAT = "avag_ros.avagformer"
 CHECKPOINT_VERSION = 1
 
@@ -28,9 +30,7 @@ def _describe(keys: list[str], limit: int = 12) -> str:
 
 
 def load_file(path: str | os.PathLike) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+    path = existing_file(path, "weights file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
