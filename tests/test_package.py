@@ -1,0 +1,33 @@
+"""The repo is one ament_python package that colcon and pip can both install."""
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+import zipfile
+
+from conftest import REPO
+
+REQUIRED_RUN_DEPENDENCIES = {"rclpy", "sensor_msgs", "std_msgs", "geometry_msgs", "diagnostic_msgs",
+                             "lifecycle_msgs", "launch", "launch_ros", "python3-torch"}
+
+
+def test_package_xml_is_format_3_ament_python_with_run_dependencies():
+    root = ET.parse(REPO / "package.xml").getroot()
+    assert root.tag == "package" and root.get("format") == "3"
+    assert root.findtext("name") == "avag_ros"
+    assert root.find("export/build_type").text == "ament_python"
+    run_deps = {e.text for e in root.findall("exec_depend")} | {e.text for e in root.findall("depend")}
+    assert REQUIRED_RUN_DEPENDENCIES <= run_deps
+
+
+def test_wheel_installs_packages_and_ros_share_files(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(REPO),
+                    "-w", str(tmp_path)], check=True, capture_output=True, cwd=tmp_path, timeout=300)
+    (wheel,) = tmp_path.glob("avag_ros-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    data = "avag_ros-0.1.0.data/data/share/"
+    assert f"{data}ament_index/resource_index/packages/avag_ros" in names
+    assert f"{data}avag_ros/package.xml" in names
+    for pattern in ("launch/*.launch.py", "config/*.yaml"):
+        for path in REPO.glob(pattern):
+            assert f"{data}avag_ros/{path.parent.name}/{path.name}" in names
+    assert "avag_core/modeling/avagformer.py" in names and "avag_ros/__init__.py" in names
