@@ -1,0 +1,1 @@
+"""Datasets: the AVAGD release layout, its CSV index, and a synthetic task in the same layout."""
