@@ -65,8 +65,9 @@ class AudioEmbeddingCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @torch.no_grad()
     def embed(self, model: AVAGFormer, windows: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """windows [T, 1, 96, 64] on the CPU -> embeddings [T, 128] on `device`."""
+        """windows [n, 1, 96, 64] on the CPU -> embeddings [n, 128] on `device`. Only for a frozen VGGish."""
         keys = [hashlib.blake2b(w.numpy().tobytes(), digest_size=16).digest() for w in windows]
         missing = list(dict.fromkeys(k for k in keys if k not in self._entries))
         if missing:

@@ -85,5 +85,11 @@ class AVAGFormer(nn.Module):
                           self.compressors["dependency"](dependency_queries),
                           function_queries, dependency_queries)
 
-    def forward(self, images: torch.Tensor, log_mel: torch.Tensor) -> AVAGOutput:
-        return self.decode(self.encode_image(images), self.embed_audio(log_mel))
+    def forward(self, images: torch.Tensor, log_mel: torch.Tensor | None = None, *,
+                audio_embeddings: torch.Tensor | None = None) -> AVAGOutput:
+        """Give the audio as log-mel windows [B, T, 1, 96, 64] or as precomputed embeddings [B, T, 128]."""
+        if (log_mel is None) == (audio_embeddings is None):
+            raise ValueError("pass exactly one of log_mel and audio_embeddings")
+        if audio_embeddings is None:
+            audio_embeddings = self.embed_audio(log_mel)
+        return self.decode(self.encode_image(images), audio_embeddings)

@@ -17,15 +17,39 @@ SpatialShapes = list[tuple[int, int]]
 
 def deformable_sample(value: torch.Tensor, spatial_shapes: SpatialShapes, locations: torch.Tensor,
                       weights: torch.Tensor) -> torch.Tensor:
-    """Weighted bilinear sampling of every head's value maps, as `grid_sample` (zero padding,
-    align_corners=False) would sample them, summed with the attention weights.
+    """Weighted bilinear sampling of every head's value maps (zero padding, align_corners=False), summed with
+    the attention weights.
 
     value [B, Nv, heads, head_dim]; locations [B, Nq, heads, levels, points, 2] in [0, 1] (x, y);
     weights [B, Nq, heads, levels, points]. Returns [B, Nq, heads * head_dim].
 
-    Every output is a weighted sum of value rows (4 bilinear corners per point), so the whole thing is one
-    `embedding_bag` over the flattened values, rather than a `grid_sample` per level followed by a weighted sum.
+    Two exact forms: the gather is about twice as fast forward, `grid_sample` about twice as fast backward.
     """
+    needs_graph = torch.is_grad_enabled() and any(t.requires_grad for t in (value, locations, weights))
+    return (sample_by_grid if needs_graph else sample_by_gather)(value, spatial_shapes, locations, weights)
+
+
+def sample_by_grid(value: torch.Tensor, spatial_shapes: SpatialShapes, locations: torch.Tensor,
+                   weights: torch.Tensor) -> torch.Tensor:
+    """One `grid_sample` per level, then the attention-weighted sum (Deformable-DETR's PyTorch form)."""
+    batch, _, heads, head_dim = value.shape
+    num_queries = locations.shape[1]
+    grids = 2 * locations - 1
+    sampled = []
+    for level, (values, (height, width)) in enumerate(zip(value.split([h * w for h, w in spatial_shapes], 1),
+                                                         spatial_shapes)):
+        v = values.permute(0, 2, 3, 1).reshape(batch * heads, head_dim, height, width)
+        g = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
+        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
+    w = weights.transpose(1, 2).reshape(batch * heads, 1, num_queries, -1)
+    out = (torch.stack(sampled, dim=-2).flatten(-2) * w).sum(-1)
+    return out.view(batch, heads * head_dim, num_queries).transpose(1, 2)
+
+
+def sample_by_gather(value: torch.Tensor, spatial_shapes: SpatialShapes, locations: torch.Tensor,
+                     weights: torch.Tensor) -> torch.Tensor:
+    """Every output is a weighted sum of value rows (4 bilinear corners per point): one `embedding_bag` over
+    the flattened values of all levels."""
     batch, num_values, heads, head_dim = value.shape
     num_queries = locations.shape[1]
     device = value.device

@@ -1,7 +1,8 @@
 """The straightforward forms of the computations that AVAGFormer rewrites for speed.
 
 They are what the released code computes, kept for two uses: tests check that each rewrite agrees with its
-straightforward form, and `bench/inference.py` times the model both ways on the same machine.
+straightforward form, and `bench/inference.py` times the model both ways on the same machine. The deformable
+sampling's straightforward form, `sample_by_grid`, lives in the encoder because training uses it.
 """
 from __future__ import annotations
 
@@ -17,23 +18,6 @@ from .avagformer import AVAGFormer
 from .mask_attention import MaskConditionedAttention
 from .mask_head import QueryConditionedMaskHead
 from .vggish import EMBEDDING_DIM
-
-
-def deformable_sample(value: torch.Tensor, spatial_shapes: list[tuple[int, int]], locations: torch.Tensor,
-                      weights: torch.Tensor) -> torch.Tensor:
-    """One `grid_sample` per level, then the attention-weighted sum (Deformable-DETR's PyTorch core)."""
-    batch, _, heads, head_dim = value.shape
-    num_queries = locations.shape[1]
-    grids = 2 * locations - 1
-    sampled = []
-    for level, (values, (height, width)) in enumerate(zip(value.split([h * w for h, w in spatial_shapes], 1),
-                                                         spatial_shapes)):
-        v = values.permute(0, 2, 3, 1).reshape(batch * heads, head_dim, height, width)
-        g = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
-    w = weights.transpose(1, 2).reshape(batch * heads, 1, num_queries, -1)
-    out = (torch.stack(sampled, dim=-2).flatten(-2) * w).sum(-1)
-    return out.view(batch, heads * head_dim, num_queries).transpose(1, 2)
 
 
 def mask_head(head: QueryConditionedMaskHead, features: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
@@ -66,7 +50,7 @@ def straightforward_forms(model: AVAGFormer) -> Iterator[AVAGFormer]:
     """Within the block, `model` computes every rewritten step the straightforward way."""
     fast_sample = deformable_encoder.deformable_sample
     heads = list(model.mask_heads.values())
-    deformable_encoder.deformable_sample = deformable_sample
+    deformable_encoder.deformable_sample = deformable_encoder.sample_by_grid
     for head in heads:
         head.forward = lambda f, q, head=head: mask_head(head, f, q)
     model.mask_attention.forward = lambda f, m: mask_attention(model.mask_attention, f, m)
