@@ -3,7 +3,8 @@
     python training/prepare_dataset.py --root ROOT --out INDEX_DIR [--seed 0] [--pairs-per-image 0]
 
 - Splits (the paper's Table 12, or ROOT/splits.json): seen categories are split 80/20 into train and val per
-  category, images and clips separately, with a fixed seed; unseen categories go whole to `unseen`.
+  category, images and clips separately, by a seeded hash of the file stem; unseen categories go whole to
+  `unseen`.
 - Pairing: every image is paired with every clip of its category in the same split (the cross product, the
   most plausible reading of the paper's 418K training pairs); `--pairs-per-image K` keeps K clips per image,
   chosen round-robin.
@@ -28,11 +29,15 @@ from avag_core.audio import load_audio, waveform_to_examples
 from avag_core.data.avagd import CategoryFolder, IndexRow, category_splits, scan_release, write_index
 
 
-def split_train_val(items: list, fraction: float, rng: np.random.Generator) -> tuple[list, list]:
-    """Shuffle, then put round(fraction * n) items (at least one when n >= 2) in val."""
-    order = rng.permutation(len(items))
-    count = 0 if len(items) < 2 else max(1, round(fraction * len(items)))
-    return [items[i] for i in sorted(order[count:])], [items[i] for i in sorted(order[:count])]
+def split_train_val(paths: list[Path], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices of train and val: round(fraction * n) items (at least one when n >= 2) go to val.
+
+    Items are ranked by a seeded hash of their file stem, so a picture stored under several categories (as in
+    the synthetic task) lands on the same side of the split in each of them.
+    """
+    order = sorted(range(len(paths)), key=lambda i: hashlib.sha1(f"{seed}:{paths[i].stem}".encode()).digest())
+    count = 0 if len(paths) < 2 else max(1, round(fraction * len(paths)))
+    return sorted(order[count:]), sorted(order[:count])
 
 
 def cache_name(clip: Path, root: Path) -> str:
@@ -96,11 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         problems += [f"{r.image}: unreadable image" for r in unreadable]
         category.images = [r for r in category.images if r not in unreadable]
         if category.name in seen:
-            rng = np.random.default_rng([args.seed, int(hashlib.sha1(category.name.encode()).hexdigest()[:8], 16)])
-            train_images, val_images = split_train_val(category.images, args.val_fraction, rng)
-            train_clips, val_clips = split_train_val(category.clips, args.val_fraction, rng)
-            splits["train"].append((category, train_images, train_clips))
-            splits["val"].append((category, val_images, val_clips))
+            train_images, val_images = split_train_val([r.image for r in category.images], args.val_fraction,
+                                                       args.seed)
+            train_clips, val_clips = split_train_val(category.clips, args.val_fraction, args.seed)
+            splits["train"].append((category, [category.images[i] for i in train_images],
+                                    [category.clips[i] for i in train_clips]))
+            splits["val"].append((category, [category.images[i] for i in val_images],
+                                  [category.clips[i] for i in val_clips]))
         elif category.name in unseen:
             splits["unseen"].append((category, category.images, category.clips))
         else:
