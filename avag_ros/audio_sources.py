@@ -1,0 +1,277 @@
+"""Where the node's sound comes from: a microphone, a looping file, or a ROS topic, behind one interface.
+
+Every source writes mono float32 blocks into a `RingBuffer` stamped with ROS time; the node reads the latest
+seconds from it. Sources never raise out of their threads: failures go to `health`, and the node retries.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from abc import ABC, abstractmethod
+from typing import Callable
+
+import numpy as np
+
+from avag_core.audio import load_audio
+
+Clock = Callable[[], int]  # ROS time now, in nanoseconds
+
+LEVEL_FRAME_S = 0.05  # RMS is measured over 50 ms frames
+SILENCE_DB = -120.0
+
+
+class RingBuffer:
+    """The last `capacity_s` seconds of mono audio at one sample rate, thread-safe."""
+
+    def __init__(self, sample_rate: int, capacity_s: float) -> None:
+        self.sample_rate = sample_rate
+        self._data = np.zeros(max(1, int(round(capacity_s * sample_rate))), np.float32)
+        self._written = 0  # samples written since the start, ever
+        self._last_stamp_ns = 0
+        self._lock = threading.Lock()
+
+    @property
+    def written(self) -> int:
+        return self._written
+
+    @property
+    def last_stamp_ns(self) -> int:
+        return self._last_stamp_ns
+
+    def write(self, samples: np.ndarray, stamp_ns: int) -> None:
+        """Append mono samples; `stamp_ns` is the ROS time of the last one."""
+        samples = np.asarray(samples, np.float32).reshape(-1)[-self._data.size:]
+        with self._lock:
+            start = self._written % self._data.size
+            end = start + samples.size
+            if end <= self._data.size:
+                self._data[start:end] = samples
+            else:
+                split = self._data.size - start
+                self._data[start:] = samples[:split]
+                self._data[:end - self._data.size] = samples[split:]
+            self._written += samples.size
+            self._last_stamp_ns = stamp_ns
+
+    def latest(self, seconds: float, align_s: float = 0.0) -> np.ndarray:
+        """The most recent `seconds` of audio (less if not yet recorded).
+
+        With `align_s`, the window starts on a multiple of `align_s` seconds since the stream began, so that
+        successive windows share whole analysis frames (and their cached embeddings).
+        """
+        with self._lock:
+            available = min(self._written, self._data.size)
+            count = min(int(round(seconds * self.sample_rate)), available)
+            start = self._written - count
+            if align_s > 0:
+                grid = int(round(align_s * self.sample_rate))
+                aligned = -(-start // grid) * grid  # round up to the grid
+                if self._written - aligned >= grid:
+                    start = aligned
+            indices = np.arange(start, self._written) % self._data.size
+            return self._data[indices].copy()
+
+    def level_db(self, seconds: float) -> float:
+        """Loudest 50 ms RMS over the last `seconds`, in dBFS."""
+        recent = self.latest(seconds)
+        frame = max(1, int(LEVEL_FRAME_S * self.sample_rate))
+        if recent.size == 0:
+            return SILENCE_DB
+        frames = recent[:recent.size // frame * frame].reshape(-1, frame) if recent.size >= frame else recent[None]
+        if not np.isfinite(frames).all():
+            return math.nan
+        rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1)).max()
+        return max(SILENCE_DB, 20 * math.log10(rms)) if rms > 0 else SILENCE_DB
+
+
+class AudioSource(ABC):
+    """Start, stop, and a buffer to read from. `health` is 'ok' or the last error."""
+
+    def __init__(self, sample_rate: int, buffer_s: float, clock: Clock) -> None:
+        self.buffer = RingBuffer(sample_rate, buffer_s)
+        self.clock = clock
+        self.health = "not started"
+
+    @property
+    def sample_rate(self) -> int:
+        return self.buffer.sample_rate
+
+    @abstractmethod
+    def start(self) -> None:
+        """Open the device/file/topic; raises ValueError if it cannot."""
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    def healthy(self) -> bool:
+        return self.health == "ok"
+
+
+class MicrophoneSource(AudioSource):
+    """PortAudio capture through sounddevice, mixed to mono."""
+
+    def __init__(self, device: str, sample_rate: int, channels: int, buffer_s: float, clock: Clock) -> None:
+        super().__init__(sample_rate, buffer_s, clock)
+        self.device = int(device) if device.strip().isdigit() else (device or None)
+        self.channels = channels
+        self._stream = None
+
+    def _callback(self, indata: np.ndarray, frames: int, time_info, status) -> None:
+        self.buffer.write(indata.mean(axis=1), self.clock())
+        if status.input_overflow:
+            self.health = "ok (input overflow: samples were dropped)"
+
+    def start(self) -> None:
+        import sounddevice  # imported here: it needs the PortAudio library only when a microphone is used
+
+        self.stop()
+        try:
+            self._stream = sounddevice.InputStream(device=self.device, channels=self.channels,
+                                                   samplerate=self.sample_rate, dtype="float32",
+                                                   callback=self._callback, blocksize=int(self.sample_rate * 0.02))
+            self._stream.start()
+        except Exception as error:  # PortAudio reports missing devices and bad formats with several types
+            self._stream = None
+            self.health = f"microphone {self.device!r} failed to open: {error}"
+            raise ValueError(self.health) from error
+        self.health = "ok"
+
+    def check(self) -> None:
+        """Notice a device that disappeared while streaming."""
+        if self._stream is not None and not self._stream.active:
+            self.health = f"microphone {self.device!r} stopped delivering audio"
+
+    def healthy(self) -> bool:
+        self.check()
+        return self.health.startswith("ok")
+
+    def stop(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.abort()
+                self._stream.close()
+            except Exception:  # the device may already be gone; closing must not fail
+                pass
+            self._stream = None
+
+
+class FileSource(AudioSource):
+    """Plays a clip in a loop, in real time, as if a microphone heard it."""
+
+    BLOCK_S = 0.02
+
+    def __init__(self, path: str, buffer_s: float, clock: Clock) -> None:
+        if not path:
+            raise ValueError("audio.source is 'file' but audio.file is empty")
+        waveform, rate = load_audio(path)
+        self.samples = waveform.mean(axis=1).astype(np.float32)
+        super().__init__(rate, buffer_s, clock)
+        self.path = path
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _play(self) -> None:
+        block = max(1, int(self.BLOCK_S * self.sample_rate))
+        position = 0
+        started = time.monotonic()
+        played = 0
+        while not self._stop.is_set():
+            chunk = np.take(self.samples, np.arange(position, position + block), mode="wrap")
+            position = (position + block) % self.samples.size
+            self.buffer.write(chunk, self.clock())
+            played += block
+            delay = started + played / self.sample_rate - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+
+    def start(self) -> None:
+        self.stop()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._play, name="file_audio", daemon=True)
+        self._thread.start()
+        self.health = "ok"
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+
+
+def audio_common_available() -> bool:
+    try:
+        import audio_common_msgs.msg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# audio_common's AudioInfo.sample_format -> numpy dtype of one sample
+PCM_FORMATS = {"S16LE": "<i2", "S32LE": "<i4", "F32LE": "<f4", "U8": "u1", "S16BE": ">i2", "S32BE": ">i4",
+               "F32BE": ">f4"}
+
+
+def pcm_to_float(data: bytes, sample_format: str, channels: int) -> np.ndarray:
+    """Interleaved PCM bytes -> mono float32 in [-1, 1]."""
+    if sample_format not in PCM_FORMATS:
+        raise ValueError(f"unsupported PCM sample format '{sample_format}'; supported: {sorted(PCM_FORMATS)}")
+    samples = np.frombuffer(bytes(data), dtype=PCM_FORMATS[sample_format])
+    if channels < 1 or samples.size % channels:
+        raise ValueError(f"{samples.size} samples do not split into {channels} channels")
+    scale = {"i2": 32768.0, "i4": 2147483648.0, "u1": 128.0}.get(samples.dtype.str[1:], 1.0)
+    mono = samples.reshape(-1, channels).astype(np.float32).mean(axis=1)
+    if samples.dtype.kind == "u":
+        mono -= 128.0
+    return mono / scale
+
+
+class TopicSource(AudioSource):
+    """audio_common (ros-drivers/audio_common) PCM: AudioDataStamped on `topic`, AudioInfo on `topic`_info."""
+
+    def __init__(self, node, topic: str, buffer_s: float, clock: Clock) -> None:
+        if not audio_common_available():
+            raise ValueError("audio.source is 'topic' but audio_common_msgs is not installed "
+                             "(apt install ros-$ROS_DISTRO-audio-common-msgs)")
+        super().__init__(16000, buffer_s, clock)
+        self.node, self.topic = node, topic
+        self._buffer_s = buffer_s
+        self._info = None
+        self._subscriptions = []
+
+    def _on_info(self, info) -> None:
+        if info.coding_format.lower() not in ("wave", "pcm", "raw"):
+            self.health = f"topic {self.topic}: coding_format '{info.coding_format}' is not PCM wave"
+            return
+        if self._info is None or info.sample_rate != self.sample_rate:
+            self.buffer = RingBuffer(info.sample_rate, self._buffer_s)
+        self._info = info
+
+    def _on_audio(self, msg) -> None:
+        if self._info is None:
+            self.health = f"waiting for AudioInfo on {self.topic}_info"
+            return
+        try:
+            mono = pcm_to_float(msg.audio.data, self._info.sample_format, self._info.channels)
+        except ValueError as error:
+            self.health = f"topic {self.topic}: {error}"
+            return
+        self.buffer.write(mono, self.clock())
+        self.health = "ok"
+
+    def start(self) -> None:
+        from audio_common_msgs.msg import AudioDataStamped, AudioInfo
+        from rclpy.qos import QoSDurabilityPolicy, QoSProfile, qos_profile_sensor_data
+
+        self.stop()
+        latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        self._subscriptions = [
+            self.node.create_subscription(AudioInfo, f"{self.topic}_info", self._on_info, latched),
+            self.node.create_subscription(AudioDataStamped, self.topic, self._on_audio, qos_profile_sensor_data),
+        ]
+        self.health = f"waiting for audio on {self.topic}"
+
+    def stop(self) -> None:
+        for subscription in self._subscriptions:
+            self.node.destroy_subscription(subscription)
+        self._subscriptions = []

@@ -1,0 +1,102 @@
+"""sensor_msgs <-> numpy, with numpy and OpenCV only (cv_bridge is not needed).
+
+Every function raises ValueError with a message that names what is wrong with a message.
+"""
+from __future__ import annotations
+
+import sys
+
+import cv2
+import numpy as np
+from geometry_msgs.msg import Point32, PolygonStamped
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+# encoding -> (bytes per pixel, converter from the packed HxWxC array to RGB)
+_RGB = {
+    "rgb8": (3, lambda a: a),
+    "bgr8": (3, lambda a: a[..., ::-1]),
+    "rgba8": (4, lambda a: a[..., :3]),
+    "bgra8": (4, lambda a: a[..., 2::-1]),
+    "mono8": (1, lambda a: np.repeat(a, 3, axis=2)),
+    "mono16": (2, None),  # handled with its byte order below
+    "yuv422_yuy2": (2, lambda a: cv2.cvtColor(a, cv2.COLOR_YUV2RGB_YUY2)),
+    "yuyv": (2, lambda a: cv2.cvtColor(a, cv2.COLOR_YUV2RGB_YUY2)),
+    "yuv422": (2, lambda a: cv2.cvtColor(a, cv2.COLOR_YUV2RGB_UYVY)),  # ROS's yuv422 is UYVY
+}
+SUPPORTED_ENCODINGS = tuple(sorted(_RGB))
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image -> HxWx3 uint8 RGB. Rows may be padded (step > width x bytes per pixel)."""
+    encoding = msg.encoding.lower()
+    if encoding not in _RGB:
+        raise ValueError(f"unsupported image encoding '{msg.encoding}'; supported: {', '.join(SUPPORTED_ENCODINGS)}")
+    height, width, step = msg.height, msg.width, msg.step
+    if height == 0 or width == 0:
+        raise ValueError(f"image has zero size ({width}x{height})")
+    pixel_bytes, convert = _RGB[encoding]
+    row_bytes = width * pixel_bytes
+    if step < row_bytes:
+        raise ValueError(f"image step {step} is smaller than width x bytes per pixel ({row_bytes}) for {encoding}")
+    if encoding.startswith("yuv") or encoding == "yuyv":
+        if width % 2:
+            raise ValueError(f"{encoding} needs an even width, got {width}")
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size < step * height:
+        raise ValueError(f"image data has {data.size} bytes, expected step x height = {step * height}")
+    rows = data[:step * height].reshape(height, step)[:, :row_bytes]
+    if encoding == "mono16":
+        order = ">" if msg.is_bigendian else "<"
+        gray = np.ascontiguousarray(rows).view(f"{order}u2").reshape(height, width)
+        return np.repeat((gray >> 8).astype(np.uint8)[..., None], 3, axis=2)
+    return np.ascontiguousarray(convert(rows.reshape(height, width, pixel_bytes)))
+
+
+def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg, png, ...) -> HxWx3 uint8 RGB."""
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ValueError(f"cannot decode compressed image (format '{msg.format}', {data.size} bytes)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def mask_to_image(mask: np.ndarray, header: Header) -> Image:
+    """bool HxW -> mono8 with 0 and 255."""
+    return _image(np.where(mask, 255, 0).astype(np.uint8), "mono8", header)
+
+
+def probability_to_image(prob: np.ndarray, header: Header) -> Image:
+    return _image(np.ascontiguousarray(prob, dtype=np.float32), "32FC1", header)
+
+
+def rgb_to_bgr8(rgb: np.ndarray, header: Header) -> Image:
+    return _image(np.ascontiguousarray(rgb[..., ::-1]), "bgr8", header)
+
+
+def _image(array: np.ndarray, encoding: str, header: Header) -> Image:
+    msg = Image(header=header, height=array.shape[0], width=array.shape[1], encoding=encoding,
+                is_bigendian=sys.byteorder == "big")
+    msg.step = array.strides[0]
+    msg.data = array.tobytes()
+    return msg
+
+
+def rgb_to_image(rgb: np.ndarray, encoding: str, header: Header) -> Image:
+    """HxWx3 RGB -> rgb8 or bgr8 message (used by the sample player and tests)."""
+    if encoding == "rgb8":
+        return _image(np.ascontiguousarray(rgb), "rgb8", header)
+    if encoding == "bgr8":
+        return rgb_to_bgr8(rgb, header)
+    raise ValueError(f"cannot publish encoding {encoding!r}; use rgb8 or bgr8")
+
+
+def largest_region_polygon(mask: np.ndarray, header: Header) -> PolygonStamped:
+    """Outline of the largest connected region, in pixel coordinates (x right, y down); empty if none."""
+    polygon = PolygonStamped(header=header)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if contours:
+        largest = max(contours, key=cv2.contourArea)
+        polygon.polygon.points = [Point32(x=float(x), y=float(y), z=0.0) for x, y in largest[:, 0]]
+    return polygon

@@ -1,0 +1,392 @@
+"""The affordance grounding node: camera image + action sound -> function and dependency masks.
+
+    ros2 run avag_ros grounding_node --ros-args -p checkpoint:=model.pt -r image:=/camera/image_raw
+    python -m avag_ros.grounding_node --ros-args ...
+
+A lifecycle node: configure loads the model and the audio source, activate starts the subscriptions,
+publishers and the inference thread, deactivate stops them, cleanup frees the model. With `autostart` (default)
+it configures and activates itself. Inference runs on the newest image only, in its own thread, and only while a
+sound event is active; image callbacks never wait for the model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import threading
+import time
+from collections import deque
+
+import numpy as np
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PolygonStamped
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CompressedImage, Image
+
+from avag_core import AffordancePredictor
+from avag_core.audio import EXAMPLE_SECONDS
+from avag_core.image import overlay
+from avag_core.predictor import PRECISIONS, resolve_device
+
+from . import parameters
+from .audio_sources import AudioSource, FileSource, MicrophoneSource, TopicSource
+from .conversions import (compressed_to_rgb, image_to_rgb, largest_region_polygon, mask_to_image,
+                          probability_to_image, rgb_to_bgr8)
+
+RELIABLE = QoSProfile(depth=5)
+MIN_AUDIO_S = 0.1  # no inference before the source has delivered this much
+STATS_WINDOW_S = 10.0
+
+
+class Statistics:
+    """Rates and latencies over the last STATS_WINDOW_S seconds, plus running counters. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.received: deque[float] = deque()
+        self.inferred: deque[float] = deque()
+        self.latencies: deque[tuple[float, float]] = deque()
+        self.dropped = 0
+        self.rejected = 0
+        self.failed = 0
+
+    def _trim(self, now: float) -> None:
+        for queue in (self.received, self.inferred):
+            while queue and queue[0] < now - STATS_WINDOW_S:
+                queue.popleft()
+        while self.latencies and self.latencies[0][0] < now - STATS_WINDOW_S:
+            self.latencies.popleft()
+
+    def image_received(self, replaced_unprocessed: bool) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.received.append(now)
+            self.dropped += replaced_unprocessed
+            self._trim(now)
+
+    def inference_done(self, latency_s: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.inferred.append(now)
+            self.latencies.append((now, latency_s))
+            self._trim(now)
+
+    def count(self, field: str) -> None:
+        with self._lock:
+            setattr(self, field, getattr(self, field) + 1)
+
+    def snapshot(self) -> dict[str, float]:
+        now = time.monotonic()
+        with self._lock:
+            self._trim(now)
+            latencies = np.array([lat for _, lat in self.latencies]) * 1000
+            return {
+                "input_rate_hz": len(self.received) / STATS_WINDOW_S,
+                "inference_rate_hz": len(self.inferred) / STATS_WINDOW_S,
+                "latency_median_ms": float(np.median(latencies)) if latencies.size else math.nan,
+                "latency_p95_ms": float(np.percentile(latencies, 95)) if latencies.size else math.nan,
+                "frames_dropped": self.dropped, "frames_rejected": self.rejected, "inference_errors": self.failed,
+            }
+
+
+class GroundingNode(LifecycleNode):
+    def __init__(self, node_name: str = "affordance_grounding", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        parameters.declare(self)
+        self.settings = parameters.read(self)
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.predictor: AffordancePredictor | None = None
+        self.audio_source: AudioSource | None = None
+        self.stats = Statistics()
+        self._model_description = "none"
+        self._outputs: dict[str, object] = {}
+        self._image_subscription = None
+        self._latest: Image | CompressedImage | None = None
+        self._wakeup = threading.Condition()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._audio_retry_timer = None
+        self._sound_active = False
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics)
+        if self.settings.autostart:
+            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                self.trigger_activate()
+
+    # parameters ---------------------------------------------------------------------------------------------
+    def _validate_parameters(self, changed: list) -> SetParametersResult:
+        for parameter in changed:
+            reason = parameters.check_choice(parameter.name, parameter.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, changed: list) -> None:
+        self.settings = parameters.read(self)
+        if self.predictor is not None:
+            self.predictor.threshold = self.settings.threshold
+
+    # lifecycle ----------------------------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        settings = self.settings = parameters.read(self)
+        log = self.get_logger()
+        try:
+            resolve_device(settings.device)
+        except ValueError as error:
+            log.error(f"cannot configure: parameter 'device': {error}")
+            return TransitionCallbackReturn.FAILURE
+        if settings.precision not in PRECISIONS:
+            log.error(f"cannot configure: parameter 'precision' must be one of {sorted(PRECISIONS)}")
+            return TransitionCallbackReturn.FAILURE
+        try:
+            if settings.checkpoint:
+                self.predictor = AffordancePredictor.from_checkpoint(settings.checkpoint, settings.device,
+                                                                     settings.precision, settings.threshold)
+                self._model_description = f"{settings.checkpoint} ({self.predictor.config.backbone})"
+            else:
+                log.warning("=" * 72)
+                log.warning(f"NO CHECKPOINT: '{settings.model}' runs with RANDOM WEIGHTS. Its masks are "
+                            "meaningless; set the 'checkpoint' parameter for real use.")
+                log.warning("=" * 72)
+                self.predictor = AffordancePredictor.from_preset(settings.model, settings.device, settings.precision,
+                                                                 settings.threshold)
+                self._model_description = f"{settings.model} (RANDOM WEIGHTS)"
+        except (ValueError, FileNotFoundError) as error:
+            name = "checkpoint" if settings.checkpoint else "model"
+            log.error(f"cannot configure: parameter '{name}': {error}")
+            return TransitionCallbackReturn.FAILURE
+        try:
+            self.audio_source = self._make_audio_source(settings)
+        except ValueError as error:
+            log.error(f"cannot configure: parameter 'audio.{'file' if settings.audio_source == 'file' else 'source'}'"
+                      f": {error}")
+            self.predictor = None
+            return TransitionCallbackReturn.FAILURE
+        log.info(f"configured: model {self._model_description} on {self.predictor.device} ({settings.precision}), "
+                 f"audio from {settings.audio_source}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _make_audio_source(self, settings: parameters.GroundingSettings) -> AudioSource:
+        buffer_s = max(settings.audio_window_s, settings.audio_hold_s) + 1.0
+        now = lambda: self.get_clock().now().nanoseconds  # noqa: E731
+        if settings.audio_source == "file":
+            return FileSource(settings.audio_file, buffer_s, now)
+        if settings.audio_source == "topic":
+            return TopicSource(self, settings.audio_topic, buffer_s, now)
+        return MicrophoneSource(settings.audio_device, settings.audio_sample_rate, settings.audio_channels, buffer_s,
+                                now)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        settings = self.settings
+        qos_overrides = QoSOverridingOptions.with_default_policies()
+        for topic, kind, enabled in (("affordance/function_mask", Image, True),
+                                     ("affordance/dependency_mask", Image, True),
+                                     ("affordance/function_region", PolygonStamped, True),
+                                     ("affordance/function_probability", Image, settings.publish_probabilities),
+                                     ("affordance/dependency_probability", Image, settings.publish_probabilities),
+                                     ("affordance/overlay", Image, settings.publish_overlay)):
+            if enabled:
+                self._outputs[topic] = self.create_publisher(kind, topic, RELIABLE,
+                                                                qos_overriding_options=qos_overrides)
+        kind, topic = (CompressedImage, "image/compressed") if settings.use_compressed else (Image, "image")
+        self._image_subscription = self.create_subscription(kind, topic, self._on_image, qos_profile_sensor_data,
+                                                            qos_overriding_options=qos_overrides)
+        self._start_audio()
+        self._audio_retry_timer = self.create_timer(settings.audio_retry_s, self._retry_audio)
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._run_worker, name="affordance_inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"active: listening on {self.resolve_topic_name(topic)}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop.set()
+        with self._wakeup:
+            self._wakeup.notify_all()
+        if self._worker is not None:
+            self._worker.join()
+            self._worker = None
+        if self._image_subscription is not None:
+            self.destroy_subscription(self._image_subscription)
+            self._image_subscription = None
+        for publisher in self._outputs.values():
+            self.destroy_publisher(publisher)
+        self._outputs = {}
+        if self._audio_retry_timer is not None:
+            self.destroy_timer(self._audio_retry_timer)
+            self._audio_retry_timer = None
+        if self.audio_source is not None:
+            self.audio_source.stop()
+        self._latest = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        device = self.predictor.device if self.predictor is not None else None
+        self.predictor = None
+        self.audio_source = None
+        self._model_description = "none"
+        if device is not None and device.type == "cuda":
+            torch.cuda.empty_cache()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._worker is not None:
+            self.on_deactivate(state)
+        return self.on_cleanup(state)
+
+    # audio --------------------------------------------------------------------------------------------------
+    def _start_audio(self) -> None:
+        try:
+            self.audio_source.start()
+        except ValueError as error:
+            self.get_logger().error(f"audio source failed, retrying every {self.settings.audio_retry_s:g} s: "
+                                    f"{error}")
+
+    def _retry_audio(self) -> None:
+        source = self.audio_source
+        if source is not None and not source.healthy() and not source.health.startswith("waiting"):
+            self._start_audio()
+
+    def sound_event_active(self) -> bool:
+        """True while the audio level exceeded the minimum within the last hold_s seconds."""
+        buffer = self.audio_source.buffer
+        if buffer.written < MIN_AUDIO_S * buffer.sample_rate:
+            return False
+        level = buffer.level_db(self.settings.audio_hold_s)
+        if math.isnan(level):
+            raise ValueError("the audio contains NaN or infinite samples")
+        return level >= self.settings.audio_min_level_db
+
+    # images and inference -----------------------------------------------------------------------------------
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        with self._wakeup:
+            self.stats.image_received(replaced_unprocessed=self._latest is not None)
+            self._latest = msg
+            self._wakeup.notify()
+
+    def _next_image(self) -> Image | CompressedImage | None:
+        with self._wakeup:
+            while self._latest is None and not self._stop.is_set():
+                self._wakeup.wait()
+            msg, self._latest = self._latest, None
+            return msg
+
+    def _run_worker(self) -> None:
+        next_allowed = 0.0
+        while not self._stop.is_set():
+            rate = self.settings.max_rate_hz
+            delay = next_allowed - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            msg = self._next_image()
+            if msg is None:
+                break
+            next_allowed = time.monotonic() + (1.0 / rate if rate > 0 else 0.0)
+            try:
+                self._process(msg)
+            except Exception as error:  # the thread must survive anything one frame can do
+                self.stats.count("failed")
+                self.get_logger().error(f"inference failed on one frame: {error!r}", throttle_duration_sec=5.0)
+
+    def _process(self, msg: Image | CompressedImage) -> None:
+        log = self.get_logger()
+        try:
+            rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+        except ValueError as error:
+            self.stats.count("rejected")
+            log.warning(f"dropping image: {error}", throttle_duration_sec=2.0)
+            return
+        settings, source, predictor = self.settings, self.audio_source, self.predictor
+        try:
+            self._sound_active = self.sound_event_active()
+        except ValueError as error:
+            self.stats.count("rejected")
+            log.warning(f"skipping frame: {error}", throttle_duration_sec=2.0)
+            return
+        if not self._sound_active:
+            if settings.publish_when_silent:
+                empty = np.zeros(rgb.shape[:2], bool)
+                self._publish(msg, rgb, empty, empty, None)
+            return
+        audio = source.buffer.latest(settings.audio_window_s, align_s=EXAMPLE_SECONDS)
+        try:
+            prediction = predictor.predict(rgb, audio, source.sample_rate)
+        except ValueError as error:
+            self.stats.count("rejected")
+            log.warning(f"skipping frame: {error}", throttle_duration_sec=2.0)
+            return
+        self._publish(msg, rgb, prediction.function_mask, prediction.dependency_mask, prediction)
+        latency = (self.get_clock().now() - rclpy.time.Time.from_msg(msg.header.stamp)).nanoseconds / 1e9
+        self.stats.inference_done(latency)
+
+    def _publish(self, msg, rgb: np.ndarray, function_mask: np.ndarray, dependency_mask: np.ndarray,
+                 prediction) -> None:
+        header = msg.header
+        publishers = self._outputs
+        publishers["affordance/function_mask"].publish(mask_to_image(function_mask, header))
+        publishers["affordance/dependency_mask"].publish(mask_to_image(dependency_mask, header))
+        publishers["affordance/function_region"].publish(largest_region_polygon(function_mask, header))
+        if "affordance/function_probability" in publishers and prediction is not None:
+            publishers["affordance/function_probability"].publish(
+                probability_to_image(prediction.function_prob, header))
+            publishers["affordance/dependency_probability"].publish(
+                probability_to_image(prediction.dependency_prob, header))
+        if "affordance/overlay" in publishers:
+            publishers["affordance/overlay"].publish(rgb_to_bgr8(overlay(rgb, function_mask, dependency_mask),
+                                                                 header))
+
+    # diagnostics --------------------------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        values = self.stats.snapshot()
+        source = self.audio_source
+        state = "active" if self._worker is not None else ("inactive" if self.predictor is not None
+                                                             else "unconfigured")
+        audio_health = source.health if source is not None else "not configured"
+        audio_level = source.buffer.level_db(self.settings.audio_hold_s) if source is not None else math.nan
+        values.update({
+            "lifecycle_state": state, "model": self._model_description,
+            "device": str(self.predictor.device) if self.predictor is not None else "none",
+            "precision": self.settings.precision, "audio_source": self.settings.audio_source,
+            "audio_health": audio_health, "audio_level_db": audio_level, "sound_event_active": self._sound_active,
+        })
+        if state == "unconfigured":
+            level, message = DiagnosticStatus.ERROR, "not configured (see the log for the reason)"
+        elif source is not None and not source.health.startswith("ok") and state == "active":
+            level, message = DiagnosticStatus.WARN, f"audio: {audio_health}"
+        elif "RANDOM" in self._model_description:
+            level, message = DiagnosticStatus.WARN, "running with random weights"
+        else:
+            level, message = DiagnosticStatus.OK, state
+        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: affordance grounding", message=message,
+                                  hardware_id=values["device"],
+                                  values=[KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v))
+                                          for k, v in values.items()])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics.publish(array)
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = GroundingNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node._worker is not None:
+            node.on_deactivate(None)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
