@@ -25,6 +25,8 @@ setup(
     entry_points={
         "console_scripts": [
             "avag_predict = avag_core.predict:main",
+            "grounding_node = avag_ros.grounding_node:main",
+            "sample_player = avag_ros.sample_player:main",
         ],
     },
 )

@@ -52,6 +52,7 @@ config = {
     "init_checkpoint": "",  # start from one of our checkpoints instead
     "epochs": 25,
     "max_steps": 0,  # stop after this many optimizer steps (0: no limit)
+    "max_minutes": 0.0,  # stop training after this much wall time, then validate and save (0: no limit)
     "batch_size": 24,  # per process
     "grad_accum": 1,
     "lr": 2e-5,
@@ -102,6 +103,16 @@ def restore_rng_state(state: dict) -> None:
     np.random.set_state(tuple(a.numpy() if isinstance(a, torch.Tensor) else a for a in state["numpy"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def out_of_time(deadline: float, distributed: bool, device: torch.device) -> bool:
+    """Past the deadline on any rank (so that all ranks stop at the same step)."""
+    if deadline == math.inf:
+        return False
+    late = torch.tensor([float(time.time() > deadline)], device=device)
+    if distributed:
+        dist.all_reduce(late, op=dist.ReduceOp.MAX)
+    return bool(late.item())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # loop -------------------------------------------------------------------------------------------------------
     trained = None
+    deadline = time.time() + 60 * cfg["max_minutes"] if cfg["max_minutes"] else math.inf
     for epoch in range(start_epoch, cfg["epochs"]):
         backbone_trainable = epoch >= cfg["freeze_backbone_epochs"]
         model.backbone.requires_grad_(backbone_trainable)
@@ -212,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                     writer.add_scalar("train/loss", losses.total.item(), step)
                     writer.add_scalar("train/loss_function", losses.function.item(), step)
                     writer.add_scalar("train/loss_dependency", losses.dependency.item(), step)
-                if cfg["max_steps"] and step >= cfg["max_steps"]:
+                if (cfg["max_steps"] and step >= cfg["max_steps"]) or out_of_time(deadline, distributed, device):
                     break
         scores = score_model(model, val_loader, device, cfg["precision"])
         sums = scores.as_tensor()
@@ -220,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             sums = sums.to(device)
             dist.all_reduce(sums)
         result = AffordanceScores.from_tensor(sums.cpu()).result()
-        stop = bool(cfg["max_steps"] and step >= cfg["max_steps"])
+        stop = bool(cfg["max_steps"] and step >= cfg["max_steps"]) or out_of_time(deadline, distributed, device)
         rngs = [rng_state()]
         if distributed:
             rngs = [None] * world
