@@ -1,0 +1,115 @@
+"""Real rclpy + Fast DDS on loopback, one ROS domain per test so that tests never hear each other."""
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import rclpy
+import soundfile
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from avag_core import build_model
+from avag_core.weights import save_checkpoint
+from avag_ros.conversions import rgb_to_image
+from avag_ros.grounding_node import GroundingNode
+
+_domains = itertools.count((os.getpid() % 50) * 2 + 1)
+
+
+@contextmanager
+def ros_domain():
+    """A fresh rclpy context on its own domain id, with an executor spinning in the background."""
+    context = Context()
+    rclpy.init(context=context, domain_id=next(_domains) % 200 + 1)
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    nodes: list[Node] = []
+
+    def add(node: Node) -> Node:
+        nodes.append(node)
+        executor.add_node(node)
+        return node
+
+    thread.start()
+    try:
+        yield context, add
+    finally:
+        for node in nodes:
+            if isinstance(node, GroundingNode) and node._worker is not None:
+                node.trigger_deactivate()
+        executor.shutdown(timeout_sec=5.0)
+        thread.join(timeout=5.0)
+        for node in nodes:
+            node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+def write_tone(path, seconds=3.0, rate=16000, amplitude=0.3):
+    t = np.arange(int(seconds * rate)) / rate
+    soundfile.write(path, (amplitude * np.sin(2 * np.pi * 660 * t)).astype(np.float32), rate, subtype="PCM_16")
+    return path
+
+
+def small_checkpoint(path):
+    """A random b0 at 64x64: fast enough for CPU tests (the node loads it like any trained checkpoint)."""
+    save_checkpoint(path, build_model("avagformer_b0", image_size=64))
+    return path
+
+
+def grounding_node(context, checkpoint, audio_file, **overrides) -> GroundingNode:
+    values = {"checkpoint": str(checkpoint), "audio.source": "file", "audio.file": str(audio_file),
+              "max_rate_hz": 0.0, **overrides}
+    return GroundingNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+
+
+class Probe(Node):
+    """Publishes camera images and records what comes back."""
+
+    def __init__(self, context, topics: dict[str, type], image_topic="image", image_type=Image):
+        super().__init__("probe", context=context)
+        self.received: dict[str, list] = {topic: [] for topic in topics}
+        self._lock = threading.Lock()
+        for topic, kind in topics.items():
+            self.create_subscription(kind, topic, lambda msg, t=topic: self._record(t, msg), 50)
+        self.publisher = self.create_publisher(image_type, image_topic, qos_profile_sensor_data)
+
+    def _record(self, topic, msg):
+        with self._lock:
+            self.received[topic].append(msg)
+
+    def count(self, topic) -> int:
+        with self._lock:
+            return len(self.received[topic])
+
+    def header(self, frame_id="camera", sec=0) -> Header:
+        header = Header(frame_id=frame_id)
+        header.stamp = self.get_clock().now().to_msg() if not sec else header.stamp
+        if sec:
+            header.stamp.sec = sec
+        return header
+
+    def publish_rgb(self, rgb, encoding="rgb8", frame_id="camera"):
+        msg = rgb_to_image(rgb, encoding, self.header(frame_id))
+        self.publisher.publish(msg)
+        return msg
+
+    def wait_for(self, topic, count=1, timeout=30.0, publish=None, period=0.2) -> bool:
+        """Wait until `count` messages arrived on `topic`, calling `publish()` every `period` meanwhile."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.count(topic) >= count:
+                return True
+            if publish is not None:
+                publish()
+            time.sleep(period)
+        return self.count(topic) >= count

@@ -1,0 +1,270 @@
+"""The grounding node over real rclpy and Fast DDS on loopback."""
+import resource
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PolygonStamped
+from lifecycle_msgs.msg import State
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CompressedImage, Image
+
+from ros_support import Probe, grounding_node, ros_domain, small_checkpoint, write_tone
+from test_conversions import message as encoded_message
+
+OUTPUTS = {"affordance/function_mask": Image, "affordance/dependency_mask": Image,
+           "affordance/function_region": PolygonStamped, "affordance/overlay": Image,
+           "affordance/function_probability": Image, "/diagnostics": DiagnosticArray}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("node")
+    silence = folder / "silence.wav"
+    write_tone(silence, amplitude=0.0)
+    return {"checkpoint": small_checkpoint(folder / "b0_64px.pt"), "tone": write_tone(folder / "tone.wav"),
+            "silence": silence}
+
+
+def rgb_image(height=48, width=64, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def mask_array(msg: Image) -> np.ndarray:
+    return np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)[:, :msg.width]
+
+
+def diagnostics_values(probe) -> dict[str, str]:
+    status = probe.received["/diagnostics"][-1].status[0]
+    return {kv.key: kv.value for kv in status.values} | {"_level": status.level, "_message": status.message}
+
+
+def test_end_to_end_masks_keep_header_size_and_values(files):
+    with ros_domain() as (context, add):
+        add(grounding_node(context, files["checkpoint"], files["tone"], publish_probabilities=True))
+        probe = add(Probe(context, OUTPUTS))
+        sent = {}
+
+        def publish():
+            msg = probe.publish_rgb(rgb_image(37, 53), frame_id="camera_optical")
+            sent[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = msg
+
+        assert probe.wait_for("affordance/dependency_mask", 2, publish=publish)
+        function = probe.received["affordance/function_mask"][0]
+        dependency = next(m for m in probe.received["affordance/dependency_mask"]
+                          if m.header.stamp == function.header.stamp)
+        assert (function.header.stamp.sec, function.header.stamp.nanosec) in sent
+        for msg in (function, dependency):
+            assert msg.header.frame_id == "camera_optical"
+            assert (msg.encoding, msg.height, msg.width) == ("mono8", 37, 53)
+            assert set(np.unique(mask_array(msg))) <= {0, 255}
+        assert probe.wait_for("affordance/function_region") and probe.wait_for("affordance/overlay")
+        assert probe.received["affordance/function_region"][0].header.frame_id == "camera_optical"
+        overlay = probe.received["affordance/overlay"][0]
+        assert (overlay.encoding, overlay.height, overlay.width) == ("bgr8", 37, 53)
+        prob = probe.received["affordance/function_probability"][0]
+        assert prob.encoding == "32FC1"
+        values = np.frombuffer(prob.data, np.float32)
+        assert values.size == 37 * 53 and values.min() >= 0 and values.max() <= 1
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "mono8", "rgba8", "bgra8", "mono16", "yuv422_yuy2", "yuyv"])
+def test_every_encoding_with_row_padding_reaches_the_model(files, encoding):
+    with ros_domain() as (context, add):
+        add(grounding_node(context, files["checkpoint"], files["tone"]))
+        probe = add(Probe(context, OUTPUTS))
+        rgb = rgb_image(30, 40)
+        publish = lambda: probe.publisher.publish(encoded_message(encoding, rgb, padding=3))  # noqa: E731
+        assert probe.wait_for("affordance/function_mask", publish=publish)
+        msg = probe.received["affordance/function_mask"][0]
+        assert (msg.height, msg.width) == (30, 40)
+
+
+def test_compressed_input_and_corrupt_jpeg(files):
+    import cv2
+    with ros_domain() as (context, add):
+        node = add(grounding_node(context, files["checkpoint"], files["tone"], use_compressed=True))
+        probe = add(Probe(context, OUTPUTS, image_topic="image/compressed", image_type=CompressedImage))
+
+        def publish(data):
+            msg = CompressedImage(header=probe.header(), format="jpeg", data=data)
+            probe.publisher.publish(msg)
+
+        probe.wait_for("affordance/function_mask", timeout=3, publish=lambda: publish(b"\xff\xd8 broken jpeg"))
+        assert probe.count("affordance/function_mask") == 0 and node.stats.rejected > 0
+        good = cv2.imencode(".jpg", rgb_image(50, 70))[1].tobytes()
+        assert probe.wait_for("affordance/function_mask", publish=lambda: publish(good))
+        assert probe.received["affordance/function_mask"][0].width == 70
+
+
+def test_bad_messages_are_logged_and_the_next_good_image_is_served(files):
+    with ros_domain() as (context, add):
+        node = add(grounding_node(context, files["checkpoint"], files["tone"]))
+        probe = add(Probe(context, OUTPUTS))
+        good = encoded_message("rgb8", rgb_image(20, 30))
+        short = encoded_message("rgb8", rgb_image(20, 30))
+        short.data = bytes(short.data)[:100]
+        unknown = encoded_message("rgb8", rgb_image(20, 30))
+        unknown.encoding = "bayer_grbg16"
+        zero_width = encoded_message("rgb8", rgb_image(20, 30))
+        zero_width.width = 0
+        for bad in (short, unknown, zero_width):
+            rejected = node.stats.rejected
+            deadline = time.monotonic() + 10
+            while node.stats.rejected == rejected and time.monotonic() < deadline:
+                probe.publisher.publish(bad)
+                time.sleep(0.1)
+            assert node.stats.rejected > rejected
+        assert probe.count("affordance/function_mask") == 0
+        assert probe.wait_for("affordance/function_mask", publish=lambda: probe.publisher.publish(good))
+
+        # NaN samples from the audio source: frames are skipped, then serving resumes once they age out.
+        rejected = node.stats.rejected
+        node.audio_source.buffer.write(np.full(800, np.nan, np.float32), 0)
+        deadline = time.monotonic() + 10
+        while node.stats.rejected == rejected and time.monotonic() < deadline:
+            probe.publisher.publish(good)
+            time.sleep(0.05)
+        assert node.stats.rejected > rejected
+        served = probe.count("affordance/function_mask")
+        assert probe.wait_for("affordance/function_mask", served + 1, timeout=20,
+                              publish=lambda: probe.publisher.publish(good))
+
+
+def test_silence_publishes_nothing_or_empty_masks(files):
+    for publish_when_silent in (False, True):
+        with ros_domain() as (context, add):
+            add(grounding_node(context, files["checkpoint"], files["silence"],
+                               publish_when_silent=publish_when_silent))
+            probe = add(Probe(context, OUTPUTS))
+            got = probe.wait_for("affordance/function_mask", timeout=4 if not publish_when_silent else 30,
+                                 publish=lambda: probe.publish_rgb(rgb_image()))
+            assert got == publish_when_silent
+            if got:
+                assert not mask_array(probe.received["affordance/function_mask"][0]).any()
+            assert probe.wait_for("/diagnostics")
+            assert diagnostics_values(probe)["sound_event_active"] == "False"
+
+
+def test_image_flood_keeps_memory_and_latency_bounded(files):
+    with ros_domain() as (context, add):
+        node = add(grounding_node(context, files["checkpoint"], files["tone"]))
+        probe = add(Probe(context, OUTPUTS))
+        image = rgb_image(120, 160)
+        assert probe.wait_for("affordance/function_mask", publish=lambda: probe.publish_rgb(image))
+        stop = threading.Event()
+
+        def flood():
+            next_time = time.monotonic()
+            while not stop.is_set():
+                probe.publish_rgb(image)
+                next_time += 1 / 60
+                time.sleep(max(0.0, next_time - time.monotonic()))
+
+        publisher = threading.Thread(target=flood)
+        rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        publisher.start()
+        time.sleep(8)
+        early = node.stats.snapshot()
+        time.sleep(12)
+        late = node.stats.snapshot()
+        stop.set()
+        publisher.join()
+        rss_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_start) / 1024
+        assert late["input_rate_hz"] > 30  # the flood really arrived
+        assert late["frames_dropped"] > early["frames_dropped"] > 0  # older images were dropped, not queued
+        # A queue would add seconds of waiting per second of flood; the newest-only worker stays flat.
+        assert late["latency_median_ms"] < 2 * early["latency_median_ms"] + 500
+        assert rss_growth_mb < 200
+
+
+def test_lifecycle_transitions(files):
+    with ros_domain() as (context, add):
+        node = add(grounding_node(context, files["checkpoint"], files["tone"], autostart=False))
+        probe = add(Probe(context, OUTPUTS))
+        assert node._state_machine.current_state[1] == "unconfigured" and node.predictor is None
+        assert node.trigger_configure() == rclpy.lifecycle.TransitionCallbackReturn.SUCCESS
+        assert node._state_machine.current_state[1] == "inactive" and node.predictor is not None
+        assert not probe.wait_for("affordance/function_mask", timeout=2,
+                                  publish=lambda: probe.publish_rgb(rgb_image()))
+        node.trigger_activate()
+        assert probe.wait_for("affordance/function_mask", publish=lambda: probe.publish_rgb(rgb_image()))
+        node.trigger_deactivate()
+        assert node._state_machine.current_state[1] == "inactive"
+        time.sleep(0.5)
+        before = probe.count("affordance/function_mask")
+        probe.wait_for("affordance/function_mask", before + 1, timeout=2,
+                       publish=lambda: probe.publish_rgb(rgb_image()))
+        assert probe.count("affordance/function_mask") == before
+        node.trigger_cleanup()
+        assert node._state_machine.current_state[1] == "unconfigured" and node.predictor is None
+        assert node.trigger_configure() == rclpy.lifecycle.TransitionCallbackReturn.SUCCESS
+
+
+def test_parameters_are_validated_and_dynamic_ones_apply(files):
+    with ros_domain() as (context, add):
+        node = add(grounding_node(context, files["checkpoint"], files["tone"]))
+        for name, value, reason in (("threshold", 1.5, "range"), ("max_rate_hz", -1.0, "range"),
+                                    ("model", "avagformer_b5", "read-only"), ("audio.source", "file", "read-only")):
+            result = node.set_parameters([Parameter(name, value=value)])[0]
+            assert not result.successful and reason in result.reason.lower(), (name, result.reason)
+        assert node.set_parameters([Parameter("threshold", value=0.8)])[0].successful
+        assert node.predictor.threshold == 0.8 and node.settings.threshold == 0.8
+        assert node.set_parameters([Parameter("audio.min_level_db", value=-30.0)])[0].successful
+        assert node.settings.audio_min_level_db == -30.0
+
+
+def test_missing_checkpoint_leaves_the_node_up_but_unconfigured(files, tmp_path, capfd):
+    with ros_domain() as (context, add):
+        node = add(grounding_node(context, tmp_path / "missing.pt", files["tone"]))
+        probe = add(Probe(context, OUTPUTS))
+        assert node._state_machine.current_state[1] == "unconfigured"
+        assert "parameter 'checkpoint'" in capfd.readouterr().err
+        assert probe.wait_for("/diagnostics")
+        values = diagnostics_values(probe)
+        assert values["_level"] == b"\x02" and values["lifecycle_state"] == "unconfigured"
+
+
+def test_broken_microphone_is_reported_and_the_node_keeps_running(files):
+    with ros_domain() as (context, add):
+        node = add(grounding_node(context, files["checkpoint"], files["tone"], **{
+            "audio.source": "microphone", "audio.device": "no such microphone", "audio.retry_s": 0.5}))
+        probe = add(Probe(context, OUTPUTS))
+        assert node._state_machine.current_state[1] == "active"
+        assert probe.wait_for("/diagnostics", 2, timeout=10)
+        values = diagnostics_values(probe)
+        assert values["_level"] == b"\x01" and "failed to open" in values["audio_health"]
+        assert node._worker.is_alive()
+
+
+def test_node_and_sample_player_as_separate_processes(files, tmp_path):
+    """`python -m avag_ros.grounding_node` and the sample player CLI, talking over DDS between processes."""
+    import os
+    import subprocess
+    import sys
+
+    import cv2
+
+    image = tmp_path / "frame (1).png"
+    cv2.imwrite(str(image), rgb_image(60, 80))
+    with ros_domain() as (context, add):
+        probe = add(Probe(context, OUTPUTS))
+        env = {**os.environ, "ROS_DOMAIN_ID": str(context.get_domain_id())}
+        node = subprocess.Popen([sys.executable, "-m", "avag_ros.grounding_node", "--ros-args",
+                                 "-p", f"checkpoint:={files['checkpoint']}", "-p", "audio.source:=file",
+                                 "-p", f"audio.file:={files['tone']}", "-r", "image:=camera/image_raw"],
+                                env=env, stderr=subprocess.PIPE, text=True)
+        player = subprocess.Popen([sys.executable, "-m", "avag_ros.sample_player", "--image", str(image),
+                                   "--rate", "10", "--ros-args", "-r", "image:=camera/image_raw"], env=env)
+        try:
+            assert probe.wait_for("affordance/function_mask", timeout=60)
+            msg = probe.received["affordance/function_mask"][0]
+            assert (msg.width, msg.height, msg.header.frame_id) == (80, 60, "camera")
+        finally:
+            for process in (player, node):
+                process.terminate()
+                process.wait(timeout=20)
+        assert "Traceback" not in node.stderr.read()
