@@ -10,7 +10,6 @@ sound event is active; image callbacks never wait for the model.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import threading

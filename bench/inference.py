@@ -86,8 +86,8 @@ def main() -> None:
         return
     device = resolve_device(args.device)
     precisions = args.precisions or (["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32"])
-    print(f"| preset | size | precision | forms | total ms | backbone ms | audio ms | head ms | head/backbone "
-          f"| params M | peak MB | device |")
+    print("| preset | size | precision | forms | total ms | backbone ms | audio ms | head ms | head/backbone "
+          "| params M | peak MB | device |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for preset in args.presets:
         for size in args.sizes:

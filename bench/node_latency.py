@@ -91,7 +91,6 @@ def main() -> None:
     windows = predictor.prepare_audio(audio, 16000)[None]
     with torch.inference_mode():
         forward_ms = median_ms(lambda: predictor.model(pixels, windows), 10)
-    del predictor
 
     domain = random.randint(120, 200)
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}

@@ -1,6 +1,8 @@
 """Shared fixtures. `../shared` exists on developer machines and in CI only: tests that need it skip without it."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,9 @@ def small_model(**overrides) -> torch.nn.Module:
 @pytest.fixture(scope="session")
 def tiny_model():
     return small_model().eval()
+
+
+def run_script(name: str, *args, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run training/<name> the way a user does, in a subprocess."""
+    return subprocess.run([sys.executable, str(REPO / "training" / name), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)

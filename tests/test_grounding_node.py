@@ -8,7 +8,6 @@ import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PolygonStamped
-from lifecycle_msgs.msg import State
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 

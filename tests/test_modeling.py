@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from avag_core.modeling import reference
 from avag_core.modeling.backbone import PVTBackbone

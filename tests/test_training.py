@@ -1,22 +1,13 @@
 """Smoke tests of the training and evaluation scripts on a tiny synthetic dataset (real files, real loops)."""
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-import torch
 
-from avag_core import AffordancePredictor
 from avag_core.weights import load_checkpoint
 
-from conftest import REPO
-
-
-def run_script(name, *args, timeout=600):
-    return subprocess.run([sys.executable, str(REPO / "training" / name), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
+from conftest import run_script
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import math
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 
 from . import deformable_encoder
 from .avagformer import AVAGFormer
