@@ -128,7 +128,7 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path):
     path = tmp_path / "last.pt"
     save_checkpoint(path, model, epoch=1)
     before = path.read_bytes()
-    with pytest.raises(pickle.PicklingError):
+    with pytest.raises((AttributeError, pickle.PicklingError)):  # which one depends on the pickler
         save_checkpoint(path, model, epoch=2, unpicklable=lambda: None)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
