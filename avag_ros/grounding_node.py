@@ -24,7 +24,7 @@ from geometry_msgs.msg import PolygonStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -39,6 +39,8 @@ from .conversions import (compressed_to_rgb, image_to_rgb, largest_region_polygo
                           probability_to_image, rgb_to_bgr8)
 
 RELIABLE = QoSProfile(depth=5)
+# Only the newest image matters: best effort, depth 1 (overridable with the standard QoS overrides).
+CAMERA = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
 MIN_AUDIO_S = 0.1  # no inference before the source has delivered this much
 STATS_WINDOW_S = 10.0
 
@@ -195,7 +197,7 @@ class GroundingNode(LifecycleNode):
                 self._outputs[topic] = self.create_publisher(kind, topic, RELIABLE,
                                                                 qos_overriding_options=qos_overrides)
         kind, topic = (CompressedImage, "image/compressed") if settings.use_compressed else (Image, "image")
-        self._image_subscription = self.create_subscription(kind, topic, self._on_image, qos_profile_sensor_data,
+        self._image_subscription = self.create_subscription(kind, topic, self._on_image, CAMERA,
                                                             qos_overriding_options=qos_overrides)
         self._start_audio()
         self._audio_retry_timer = self.create_timer(settings.audio_retry_s, self._retry_audio)
