@@ -32,7 +32,13 @@ def ros_domain():
     context = Context()
     rclpy.init(context=context, domain_id=next(_domains) % 200 + 1)
     executor = MultiThreadedExecutor(num_threads=4, context=context)
-    thread = threading.Thread(target=executor.spin, daemon=True)
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.05)
+
+    thread = threading.Thread(target=spin, daemon=True)
     nodes: list[Node] = []
 
     def add(node: Node) -> Node:
@@ -47,8 +53,9 @@ def ros_domain():
         for node in nodes:
             if isinstance(node, GroundingNode) and node._worker is not None:
                 node.trigger_deactivate()
-        executor.shutdown(timeout_sec=5.0)
+        stop.set()
         thread.join(timeout=5.0)
+        executor.shutdown(timeout_sec=5.0)
         for node in nodes:
             node.destroy_node()
         rclpy.shutdown(context=context)
