@@ -33,7 +33,7 @@ from avag_core.data import AffordanceDataset, read_index
 from avag_core.data.avagd import DEPENDENCY_SUFFIX, FUNCTION_SUFFIX
 from avag_core.data.dataset import load_mask
 from avag_core.evaluation import score_model
-from avag_core.image import overlay, save_png
+from avag_core.image import load_image, overlay, save_png
 from avag_core.metrics import AffordanceScores
 
 SPLIT_FILES = {"seen": "val.csv", "unseen": "unseen.csv"}
@@ -62,8 +62,7 @@ class MaskWriter:
         for suffix, prob in (("function", function_prob), ("dependency", dependency_prob)):
             save_png(self.folder / f"{name}_{suffix}.png", (prob.numpy() * 65535).round().astype(np.uint16))
         if len(self.tiles) < self.grid_samples:
-            image = self.dataset.rows[len(self.tiles)].image
-            from avag_core.image import load_image
+            image = self.dataset.rows[len(self.tiles)].image  # samples arrive in dataset order
             rgb = cv2.resize(load_image(image), function_prob.shape[::-1])
             self.tiles.append(overlay(rgb, function_prob.numpy() > 0.5, dependency_prob.numpy() > 0.5))
 
