@@ -6,9 +6,9 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
-from .data.dataset import AffordanceDataset, load_mask
+from .data.dataset import load_mask
 from .metrics import AffordanceScores
 from .modeling import AVAGFormer
 from .predictor import PRECISIONS
@@ -30,7 +30,7 @@ def score_model(model: AVAGFormer, loader: DataLoader, device: torch.device, pre
     """Masks are compared at the model's input size (as the released code does), or with `original_size` the
     probabilities are resized to each image's own size and compared with the original masks."""
     model.eval()
-    dataset: AffordanceDataset = loader.dataset
+    dataset = loader.dataset.dataset if isinstance(loader.dataset, Subset) else loader.dataset  # its rows
     scores = AffordanceScores()
     for batch in (progress(loader) if progress else loader):
         with autocast_for(device, precision):

@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 import yaml
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -90,19 +90,23 @@ def parse_config(argv: list[str] | None) -> dict:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": [torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in np.random.get_state()]}
+    """Every RNG's state as plain Python values (they pickle across ranks and load with weights_only)."""
+    numpy_state = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state().tolist(),
+             "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]]}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     return state
 
 
 def restore_rng_state(state: dict) -> None:
-    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(tuple(a.numpy() if isinstance(a, torch.Tensor) else a for a in state["numpy"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
 def out_of_time(deadline: float, distributed: bool, device: torch.device) -> bool:
@@ -167,13 +171,14 @@ def main(argv: list[str] | None = None) -> int:
                                 model.config.num_audio_windows, train=False)
     train_sampler = DistributedSampler(train_set, shuffle=True, seed=cfg["seed"], drop_last=True) if distributed \
         else None
-    val_sampler = DistributedSampler(val_set, shuffle=False) if distributed else None
+    # Each rank scores every world-th val sample: unlike DistributedSampler, no sample is padded in twice.
+    val_shard = Subset(val_set, range(rank, len(val_set), world)) if distributed else val_set
     generator = torch.Generator().manual_seed(cfg["seed"] + rank)
     train_loader = DataLoader(train_set, cfg["batch_size"], shuffle=train_sampler is None, sampler=train_sampler,
                               num_workers=cfg["num_workers"], drop_last=len(train_set) >= cfg["batch_size"] * world,
                               pin_memory=device.type == "cuda", generator=generator,
                               persistent_workers=cfg["num_workers"] > 0)
-    val_loader = DataLoader(val_set, cfg["batch_size"], sampler=val_sampler, num_workers=cfg["num_workers"])
+    val_loader = DataLoader(val_shard, cfg["batch_size"], num_workers=cfg["num_workers"])
 
     # The audio is not augmented and VGGish is frozen: embed each distinct window once for the whole run.
     audio_cache = AudioEmbeddingCache(capacity=1 << 20) if model.config.freeze_audio_encoder else None
