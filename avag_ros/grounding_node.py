@@ -53,6 +53,8 @@ class Statistics:
         self.received: deque[float] = deque()
         self.inferred: deque[float] = deque()
         self.latencies: deque[tuple[float, float]] = deque()
+        self.model_times: deque[tuple[float, float]] = deque()
+        self.last_model_s = math.nan
         self.dropped = 0
         self.rejected = 0
         self.failed = 0
@@ -61,8 +63,9 @@ class Statistics:
         for queue in (self.received, self.inferred):
             while queue and queue[0] < now - STATS_WINDOW_S:
                 queue.popleft()
-        while self.latencies and self.latencies[0][0] < now - STATS_WINDOW_S:
-            self.latencies.popleft()
+        for timed in (self.latencies, self.model_times):
+            while timed and timed[0][0] < now - STATS_WINDOW_S:
+                timed.popleft()
 
     def image_received(self, replaced_unprocessed: bool) -> None:
         now = time.monotonic()
@@ -71,11 +74,13 @@ class Statistics:
             self.dropped += replaced_unprocessed
             self._trim(now)
 
-    def inference_done(self, latency_s: float) -> None:
+    def inference_done(self, latency_s: float, model_s: float) -> None:
         now = time.monotonic()
         with self._lock:
             self.inferred.append(now)
             self.latencies.append((now, latency_s))
+            self.model_times.append((now, model_s))
+            self.last_model_s = model_s
             self._trim(now)
 
     def count(self, field: str) -> None:
@@ -87,11 +92,13 @@ class Statistics:
         with self._lock:
             self._trim(now)
             latencies = np.array([lat for _, lat in self.latencies]) * 1000
+            model_times = np.array([t for _, t in self.model_times]) * 1000
             return {
                 "input_rate_hz": len(self.received) / STATS_WINDOW_S,
                 "inference_rate_hz": len(self.inferred) / STATS_WINDOW_S,
                 "latency_median_ms": float(np.median(latencies)) if latencies.size else math.nan,
                 "latency_p95_ms": float(np.percentile(latencies, 95)) if latencies.size else math.nan,
+                "model_median_ms": float(np.median(model_times)) if model_times.size else math.nan,
                 "frames_dropped": self.dropped, "frames_rejected": self.rejected, "inference_errors": self.failed,
             }
 
@@ -317,15 +324,17 @@ class GroundingNode(LifecycleNode):
                 self._publish(msg, rgb, empty, empty, None)
             return
         audio = source.buffer.latest(settings.audio_window_s, align_s=EXAMPLE_SECONDS)
+        started = time.perf_counter()
         try:
             prediction = predictor.predict(rgb, audio, source.sample_rate)
         except ValueError as error:
             self.stats.count("rejected")
             log.warning(f"skipping frame: {error}", throttle_duration_sec=2.0)
             return
+        model_s = time.perf_counter() - started
         self._publish(msg, rgb, prediction.function_mask, prediction.dependency_mask, prediction)
         latency = (self.get_clock().now() - rclpy.time.Time.from_msg(msg.header.stamp)).nanoseconds / 1e9
-        self.stats.inference_done(latency)
+        self.stats.inference_done(latency, model_s)
 
     def _publish(self, msg, rgb: np.ndarray, function_mask: np.ndarray, dependency_mask: np.ndarray,
                  prediction) -> None:

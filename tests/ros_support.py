@@ -30,7 +30,7 @@ _domains = itertools.count((os.getpid() % 50) * 2 + 1)
 def ros_domain():
     """A fresh rclpy context on its own domain id, with an executor spinning in the background."""
     context = Context()
-    rclpy.init(context=context, domain_id=next(_domains) % 200 + 1)
+    rclpy.init(context=context, domain_id=next(_domains) % 101 + 1)  # ids above 101 may hit ephemeral ports
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     stop = threading.Event()
 
