@@ -21,7 +21,7 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def test_default_parameter_file_matches_the_declared_parameters():
-    params = yaml.safe_load((REPO / "config" / "grounding.yaml").read_text())["affordance_grounding"]["ros__parameters"]
+    params = yaml.safe_load((REPO / "config" / "grounding.yaml").read_text())["/**/affordance_grounding"]["ros__parameters"]
     assert flatten(params) == {spec.name: spec.default for spec in SPECS}
 
 
@@ -52,3 +52,22 @@ def test_launch_file_declares_its_arguments_and_points_at_the_installed_config()
     setup = (REPO / "setup.py").read_text()
     assert '"config/*.yaml"' in setup and '"launch/*.launch.py"' in setup
     assert "grounding_node = avag_ros.grounding_node:main" in setup
+
+
+def test_parameter_file_loads_into_a_namespaced_node(tmp_path):
+    import rclpy
+    from rclpy.context import Context
+
+    from avag_ros.grounding_node import GroundingNode
+
+    changed = tmp_path / "grounding.yaml"
+    changed.write_text((REPO / "config" / "grounding.yaml").read_text().replace("threshold: 0.5", "threshold: 0.7"))
+    context = Context()
+    rclpy.init(context=context, args=["--ros-args", "--params-file", str(changed)])
+    try:
+        node = GroundingNode(context=context, namespace="robot1",
+                             parameter_overrides=[rclpy.parameter.Parameter("autostart", value=False)])
+        assert node.settings.threshold == 0.7 and node.settings.audio_source == "microphone"
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
