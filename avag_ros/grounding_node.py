@@ -348,9 +348,9 @@ class GroundingNode(LifecycleNode):
                 probability_to_image(prediction.function_prob, header))
             publishers["affordance/dependency_probability"].publish(
                 probability_to_image(prediction.dependency_prob, header))
-        if "affordance/overlay" in publishers:
-            publishers["affordance/overlay"].publish(rgb_to_bgr8(overlay(rgb, function_mask, dependency_mask),
-                                                                 header))
+        overlay_publisher = publishers.get("affordance/overlay")
+        if overlay_publisher is not None and overlay_publisher.get_subscription_count() > 0:  # costly to draw
+            overlay_publisher.publish(rgb_to_bgr8(overlay(rgb, function_mask, dependency_mask), header))
 
     # diagnostics --------------------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
