@@ -1,7 +1,6 @@
 """Scoring a model on a dataset under the released protocol (see `metrics`)."""
 from __future__ import annotations
 
-import contextlib
 from typing import Callable
 
 import torch
@@ -11,16 +10,10 @@ from torch.utils.data import DataLoader, Subset
 from .data.dataset import load_mask
 from .metrics import AffordanceScores
 from .modeling import AVAGFormer
-from .predictor import PRECISIONS
+from .predictor import autocast_for
 
 # Called per sample with (name, function_prob, dependency_prob) at the scored resolution.
 PredictionSink = Callable[[str, torch.Tensor, torch.Tensor], None]
-
-
-def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=PRECISIONS[precision])
 
 
 @torch.no_grad()

@@ -25,6 +25,13 @@ logger = logging.getLogger(__name__)
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed-precision context for fp16/bf16; nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=PRECISIONS[precision])
+
+
 @dataclass
 class AffordancePrediction:
     function_prob: np.ndarray  # float32 HxW in [0, 1]
@@ -127,11 +134,6 @@ class AffordancePredictor:
                        "Load a trained checkpoint for real use.", name)
         return cls(build_model(name, **overrides), device, precision, threshold)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=PRECISIONS[self.precision])
-
     def prepare_image(self, image: np.ndarray) -> torch.Tensor:
         """-> [1, 3, S, S] normalised, resized (aspect ratio not kept, as in training) to the model's size."""
         rgb = torch.from_numpy(as_rgb(image)).to(self.device)
@@ -161,7 +163,7 @@ class AffordancePredictor:
         windows = [self.prepare_audio(a, r) for a, r in zip(audios, rates)]
         height, width = np.asarray(image).shape[:2]
         pixels = self.prepare_image(image)
-        with self._autocast():
+        with autocast_for(self.device, self.precision):
             embeddings = torch.stack([self.audio_cache.embed(self.model, w, self.device) for w in windows])
             visual = self.model.encode_image(pixels)
             visual = [v.expand(len(audios), -1, -1, -1) for v in visual]

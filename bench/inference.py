@@ -23,7 +23,7 @@ import torch
 from avag_core import build_model
 from avag_core.audio import audio_to_model_input
 from avag_core.modeling.reference import straightforward_forms
-from avag_core.predictor import PRECISIONS, resolve_device
+from avag_core.predictor import autocast_for, resolve_device
 
 CLIP_SECONDS = 4.4
 
@@ -49,11 +49,10 @@ def measure(preset: str, size: int, precision: str, device_name: str, repeats: i
     images = torch.randn(1, 3, size, size, device=device)
     clip = torch.randn(int(CLIP_SECONDS * 16000)) * 0.1
     log_mel = audio_to_model_input(clip, 16000, model.config.num_audio_windows)[None].to(device)
-    autocast = torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     context = straightforward_forms(model) if released else torch.no_grad()
-    with torch.inference_mode(), autocast, context:
+    with torch.inference_mode(), autocast_for(device, precision), context:
         features = model.backbone(images)
         embeddings = model.embed_audio(log_mel)
         row = {

@@ -34,10 +34,10 @@ from tqdm import tqdm
 
 from avag_core import build_model
 from avag_core.data import AffordanceDataset, read_index
-from avag_core.evaluation import autocast_for, score_model
+from avag_core.evaluation import score_model
 from avag_core.losses import affordance_loss
 from avag_core.metrics import AffordanceScores
-from avag_core.predictor import AudioEmbeddingCache, resolve_device
+from avag_core.predictor import AudioEmbeddingCache, autocast_for, resolve_device
 from avag_core.weights import load_checkpoint, load_state_dict_strictly, save_checkpoint
 
 # ----------------------------------------------------------------------------------------------------------------
