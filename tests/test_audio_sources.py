@@ -56,8 +56,8 @@ def test_file_source_plays_in_real_time_and_loops(tmp_path):
     source.start()
     started = time.monotonic()
     time.sleep(1.2)
+    source.stop()  # before reading, so that no block lands between the two reads below
     written, elapsed = source.buffer.written, time.monotonic() - started
-    source.stop()
     assert source.healthy()
     assert abs(written / rate - elapsed) < 0.3  # paced like a microphone, not dumped at once
     played = source.buffer.latest(1.0)
