@@ -38,11 +38,19 @@ from .audio_sources import AudioSource, FileSource, MicrophoneSource, TopicSourc
 from .conversions import (compressed_to_rgb, image_to_rgb, largest_region_polygon, mask_to_image,
                           probability_to_image, rgb_to_bgr8)
 
-RELIABLE = QoSProfile(depth=5)
-# Only the newest image matters: best effort, depth 1 (overridable with the standard QoS overrides).
-CAMERA = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
 MIN_AUDIO_S = 0.1  # no inference before the source has delivered this much
 STATS_WINDOW_S = 10.0
+
+
+# Functions, not constants: rclpy writes QoS overrides into the profile it is given, so a shared profile would
+# carry one node's overrides into every node created after it in the same process.
+def output_qos() -> QoSProfile:
+    return QoSProfile(depth=5)
+
+
+def camera_qos() -> QoSProfile:
+    """Only the newest image matters: best effort, depth 1 (overridable with the standard QoS overrides)."""
+    return QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
 class Statistics:
@@ -201,10 +209,10 @@ class GroundingNode(LifecycleNode):
                                      ("affordance/dependency_probability", Image, settings.publish_probabilities),
                                      ("affordance/overlay", Image, settings.publish_overlay)):
             if enabled:
-                self._outputs[topic] = self.create_publisher(kind, topic, RELIABLE,
+                self._outputs[topic] = self.create_publisher(kind, topic, output_qos(),
                                                                 qos_overriding_options=qos_overrides)
         kind, topic = (CompressedImage, "image/compressed") if settings.use_compressed else (Image, "image")
-        self._image_subscription = self.create_subscription(kind, topic, self._on_image, CAMERA,
+        self._image_subscription = self.create_subscription(kind, topic, self._on_image, camera_qos(),
                                                             qos_overriding_options=qos_overrides)
         self._start_audio()
         self._audio_retry_timer = self.create_timer(settings.audio_retry_s, self._retry_audio)

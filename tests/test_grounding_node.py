@@ -272,14 +272,15 @@ def test_node_and_sample_player_as_separate_processes(files, tmp_path):
 def test_camera_qos_defaults_to_best_effort_depth_1_and_can_be_overridden(files):
     from rclpy.qos import ReliabilityPolicy
     with ros_domain() as (context, add):
-        default = add(grounding_node(context, files["checkpoint"], files["tone"]))
-        info = default.get_subscriptions_info_by_topic("/image")[0].qos_profile  # as DDS sees it
-        assert info.reliability == ReliabilityPolicy.BEST_EFFORT
-        assert default._image_subscription.qos_profile.depth == 1
-    with ros_domain() as (context, add):
         overridden = add(grounding_node(context, files["checkpoint"], files["tone"], **{
             "qos_overrides./image.subscription.reliability": "reliable",
             "qos_overrides./image.subscription.depth": 3}))
-        info = overridden.get_subscriptions_info_by_topic("/image")[0].qos_profile
+        info = overridden.get_subscriptions_info_by_topic("/image")[0].qos_profile  # as DDS sees it
         assert info.reliability == ReliabilityPolicy.RELIABLE
         assert overridden._image_subscription.qos_profile.depth == 3
+    with ros_domain() as (context, add):  # created later in the same process: the override must not carry over
+        default = add(grounding_node(context, files["checkpoint"], files["tone"]))
+        info = default.get_subscriptions_info_by_topic("/image")[0].qos_profile
+        assert info.reliability == ReliabilityPolicy.BEST_EFFORT
+        assert default._image_subscription.qos_profile.depth == 1
+
