@@ -69,8 +69,11 @@ class RingBuffer:
                 aligned = -(-start // grid) * grid  # round up to the grid
                 if self._written - aligned >= grid:
                     start = aligned
-            indices = np.arange(start, self._written) % self._data.size
-            return self._data[indices].copy()
+            first = start % self._data.size
+            count = self._written - start
+            if first + count <= self._data.size:
+                return self._data[first:first + count].copy()
+            return np.concatenate((self._data[first:], self._data[:first + count - self._data.size]))
 
     def level_db(self, seconds: float) -> float:
         """Loudest 50 ms RMS over the last `seconds`, in dBFS."""
