@@ -40,6 +40,10 @@ from .conversions import (compressed_to_rgb, image_to_rgb, largest_region_polygo
 
 MIN_AUDIO_S = 0.1  # no inference before the source has delivered this much
 STATS_WINDOW_S = 10.0
+# Matched image publishers but no image for this long: warn, because with default Fast DDS settings, raw images
+# larger than its 512 KiB shared-memory segment (640x480 bgr8 is 900 KiB) are mostly lost over best effort between
+# processes (README, "Large raw images").
+SILENT_CAMERA_S = 5.0
 
 
 # Functions, not constants: rclpy writes QoS overrides into the profile it is given, so a shared profile would
@@ -63,6 +67,7 @@ class Statistics:
         self.latencies: deque[tuple[float, float]] = deque()
         self.model_times: deque[tuple[float, float]] = deque()
         self.last_model_s = math.nan
+        self.last_received = -math.inf
         self.dropped = 0
         self.rejected = 0
         self.failed = 0
@@ -79,6 +84,7 @@ class Statistics:
         now = time.monotonic()
         with self._lock:
             self.received.append(now)
+            self.last_received = now
             self.dropped += replaced_unprocessed
             self._trim(now)
 
@@ -130,6 +136,7 @@ class GroundingNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._audio_retry_timer = None
         self._sound_active = False
+        self._activated_at = math.inf
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics)
         if self.settings.autostart:
@@ -214,6 +221,7 @@ class GroundingNode(LifecycleNode):
         kind, topic = (CompressedImage, "image/compressed") if settings.use_compressed else (Image, "image")
         self._image_subscription = self.create_subscription(kind, topic, self._on_image, camera_qos(),
                                                             qos_overriding_options=qos_overrides)
+        self._activated_at = time.monotonic()
         self._start_audio()
         self._audio_retry_timer = self.create_timer(settings.audio_retry_s, self._retry_audio)
         self._stop.clear()
@@ -368,7 +376,12 @@ class GroundingNode(LifecycleNode):
                                                              else "unconfigured")
         audio_health = source.health if source is not None else "not configured"
         audio_level = source.buffer.level_db(self.settings.audio_hold_s) if source is not None else math.nan
+        subscription = self._image_subscription
+        image_publishers = subscription.get_publisher_count() if subscription is not None else 0
+        waited_s = time.monotonic() - max(self._activated_at, self.stats.last_received)
         values.update({
+            "image_topic": subscription.topic_name if subscription is not None else "none",
+            "image_publishers": image_publishers,
             "lifecycle_state": state, "model": self._model_description,
             "device": str(self.predictor.device) if self.predictor is not None else "none",
             "precision": self.settings.precision, "audio_source": self.settings.audio_source,
@@ -376,6 +389,11 @@ class GroundingNode(LifecycleNode):
         })
         if state == "unconfigured":
             level, message = DiagnosticStatus.ERROR, "not configured (see the log for the reason)"
+        elif state == "active" and image_publishers > 0 and waited_s > SILENT_CAMERA_S:
+            level, message = DiagnosticStatus.WARN, (
+                f"no image for {waited_s:.0f} s from {image_publishers} matched publisher(s); raw images over "
+                "512 KiB are lost over best-effort Fast DDS between processes unless every process sets "
+                "FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA")
         elif source is not None and not source.health.startswith("ok") and state == "active":
             level, message = DiagnosticStatus.WARN, f"audio: {audio_health}"
         elif "RANDOM" in self._model_description:

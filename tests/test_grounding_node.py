@@ -284,3 +284,20 @@ def test_camera_qos_defaults_to_best_effort_depth_1_and_can_be_overridden(files)
         assert info.reliability == ReliabilityPolicy.BEST_EFFORT
         assert default._image_subscription.qos_profile.depth == 1
 
+
+def test_a_matched_camera_that_delivers_nothing_is_reported(files):
+    """Large raw images lost by best-effort DDS look like silence to the node; diagnostics must say why."""
+    from avag_ros.grounding_node import SILENT_CAMERA_S
+    with ros_domain() as (context, add):
+        add(grounding_node(context, files["checkpoint"], files["tone"]))
+        probe = add(Probe(context, OUTPUTS))  # its image publisher matches the node but sends nothing yet
+        time.sleep(SILENT_CAMERA_S + 0.5)
+        count = probe.count("/diagnostics")
+        assert probe.wait_for("/diagnostics", count + 1, timeout=5)
+        values = diagnostics_values(probe)
+        assert values["_level"] == b"\x01" and values["image_publishers"] == "1", str(values)
+        assert "LARGE_DATA" in values["_message"] and values["image_topic"] == "/image"
+        assert probe.wait_for("affordance/function_mask", publish=lambda: probe.publish_rgb(rgb_image()))
+        count = probe.count("/diagnostics")
+        assert probe.wait_for("/diagnostics", count + 1, timeout=5)
+        assert diagnostics_values(probe)["_level"] == b"\x00"
