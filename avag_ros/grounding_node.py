@@ -22,7 +22,8 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PolygonStamped
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import Executor, ExternalShutdownException
+from rclpy.experimental import EventsExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -409,11 +410,21 @@ class GroundingNode(LifecycleNode):
         self._diagnostics.publish(array)
 
 
+def create_executor(context=None) -> Executor:
+    """The executor the node runs on. rclpy's events executor dispatches from C++ instead of rebuilding a wait set
+    in Python on every wake-up: about 1 ms less overhead per frame than SingleThreadedExecutor
+    (bench/node_latency.py), which is a fifth of the node's budget."""
+    return EventsExecutor(context=context)
+
+
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     node = GroundingNode()
+    executor = create_executor()
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
+        while rclpy.ok():  # the events executor's spin() ignores SIGINT and SIGTERM; rclpy.ok() does not
+            executor.spin_once(timeout_sec=0.2)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

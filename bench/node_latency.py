@@ -2,15 +2,23 @@
 
     python bench/node_latency.py [--model avagformer_b0] [--width 640 --height 480] [--frames 20]
 
-The node (random weights, file audio) spins in its own thread of this process; a separate prober node
-publishes one image at a time over DDS and waits for its function mask (no queueing), timing publish -> receipt.
-The same image and sound are first timed through the predictor alone (pre- and post-processing included) and
-through the bare model forward. Overhead = median over frames of (round trip - the node's own predictor.predict time for that frame): DDS
-transport both ways, image conversion, mask/overlay/polygon building and publishing, thread hand-offs.
+The node (random weights, file audio) spins in this process on the executor `ros2 run` uses. A prober in a separate
+process, like a planner would be, publishes one image at a time and waits for its function mask (no queueing),
+timing publish -> receipt. The same image and sound are first timed through the predictor alone (pre- and
+post-processing included) and through the bare model forward.
+
+Overhead = median over frames of (round trip - the node's own predictor.predict time for that same frame, found
+by its stamp): DDS transport both ways, image conversion, mask and polygon building, publishing, thread hand-offs.
+Pairing per frame lets the run-to-run noise of a shared machine cancel out of the difference.
+
+Both processes use FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA unless it is already set: with Fast DDS's defaults a
+640x480 bgr8 image (900 KiB) is mostly lost over best effort between processes (README, "Large raw images").
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import random
 import statistics
 import tempfile
@@ -32,7 +40,7 @@ from std_msgs.msg import Header
 from avag_core import AffordancePredictor, build_model
 from avag_core.weights import save_checkpoint
 from avag_ros.conversions import rgb_to_image
-from avag_ros.grounding_node import GroundingNode
+from avag_ros.grounding_node import GroundingNode, create_executor
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -45,30 +53,51 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def stamp_ns(header: Header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
 class Prober(Node):
     def __init__(self) -> None:
         super().__init__("latency_prober")
         self.publisher = self.create_publisher(Image, "image", qos_profile_sensor_data)
-        self.arrived = False
-        self.expected = None
         self.create_subscription(Image, "affordance/function_mask", self._on_mask, 10)
+        self.executor_ = SingleThreadedExecutor()
+        self.executor_.add_node(self)
+        self.expected: int | None = None
+        self.arrived = False
 
     def _on_mask(self, msg: Image) -> None:
-        if self.expected is not None and msg.header.stamp == self.expected:
+        if stamp_ns(msg.header) == self.expected:
             self.arrived = True
 
-    def round_trip_ms(self, image: np.ndarray, timeout: float = 30.0) -> float | None:
+    def round_trip(self, image: np.ndarray, timeout: float) -> tuple[int, float | None]:
+        """(stamp, publish -> mask receipt in ms, or None on timeout)."""
         header = Header(frame_id="camera", stamp=self.get_clock().now().to_msg())
         msg = rgb_to_image(image, "bgr8", header)
-        self.arrived = False
-        self.expected = header.stamp
+        self.expected, self.arrived = stamp_ns(header), False
         start = time.perf_counter()
         self.publisher.publish(msg)
         while not self.arrived:  # spinning here wakes as soon as the mask arrives
             if time.perf_counter() - start > timeout:
-                return None
-            rclpy.spin_once(self, timeout_sec=0.05)
-        return (time.perf_counter() - start) * 1000
+                return self.expected, None
+            self.executor_.spin_once(timeout_sec=0.05)
+        return self.expected, (time.perf_counter() - start) * 1000
+
+
+def probe(domain_id: int, image: np.ndarray, frames: int, results) -> None:
+    """The prober process: wait for the first answer (discovery, warm-up), then time `frames` round trips."""
+    rclpy.init(domain_id=domain_id)
+    prober = Prober()
+    try:
+        deadline = time.monotonic() + 120
+        while prober.round_trip(image, timeout=5.0)[1] is None:
+            if time.monotonic() > deadline:
+                results.put([])
+                return
+        results.put([prober.round_trip(image, timeout=30.0) for _ in range(frames)])
+    finally:
+        rclpy.shutdown()
 
 
 def main() -> None:
@@ -94,46 +123,62 @@ def main() -> None:
     windows = predictor.prepare_audio(audio, 16000)[None]
     with torch.inference_mode():
         forward_ms = median_ms(lambda: predictor.model(pixels, windows), 10)
+    del predictor
 
-    rclpy.init(domain_id=random.randint(60, 100))  # ids above 101 can collide with ephemeral ports
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # read by rclpy.init, inherited by the prober
+    domain_id = random.randint(60, 100)  # ids above 101 can collide with ephemeral ports
+    rclpy.init(domain_id=domain_id)
     node = GroundingNode(parameter_overrides=[
         Parameter("checkpoint", value=str(checkpoint)), Parameter("audio.source", value="file"),
         Parameter("audio.file", value=str(tone)), Parameter("max_rate_hz", value=0.0),
         Parameter("device", value="cpu")])
-    executor = SingleThreadedExecutor()
+    # The node's predict time per frame, keyed by the frame's stamp (the worker thread handles one at a time).
+    predict_ms_by_stamp: dict[int, float] = {}
+    node_process, node_predict = node._process, node.predictor.predict
+    current_stamp = [0]
+
+    def process_noting_stamp(msg):
+        current_stamp[0] = stamp_ns(msg.header)
+        node_process(msg)
+
+    def timed_predict(*predict_args):
+        start = time.perf_counter()
+        result = node_predict(*predict_args)
+        predict_ms_by_stamp[current_stamp[0]] = (time.perf_counter() - start) * 1000
+        return result
+
+    node._process, node.predictor.predict = process_noting_stamp, timed_predict
+    executor = create_executor()  # as `ros2 run` spins it
     executor.add_node(node)
     stop = threading.Event()
     spinner = threading.Thread(target=lambda: [executor.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)])
     spinner.start()
-    prober = Prober()
+    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no rclpy or torch state inherited
+    results = spawn.Queue()
+    prober = spawn.Process(target=probe, args=(domain_id, image, args.frames, results))
     try:
-        time.sleep(1.0)  # the file source fills the audio buffer
-        deadline = time.monotonic() + 120
-        while prober.round_trip_ms(image, timeout=5.0) is None:  # discovery and the first inference
-            if time.monotonic() > deadline:
-                raise SystemExit("the node never answered")
-        # Pair each round trip with the node's own predict time for that frame, so that the run-to-run noise
-        # of this shared machine cancels out of the difference.
-        trips, predicts = [], []
-        for _ in range(args.frames):
-            trips.append(prober.round_trip_ms(image))
-            predicts.append(node.stats.last_model_s * 1000)
+        prober.start()
+        trips = results.get(timeout=120 + 60 * args.frames)
+        prober.join()
     finally:
         stop.set()
         spinner.join()
         node.trigger_deactivate()
         rclpy.shutdown()
-    pairs = [(t, p) for t, p in zip(trips, predicts) if t is not None]
-    trips_ms = np.array([t for t, _ in pairs])
-    overhead_ms = np.array([t - p for t, p in pairs])
-    print(f"{args.model} (random weights), {args.width}x{args.height} bgr8 over DDS loopback, "
-          f"{len(trips)} frames, cpu x{torch.get_num_threads()}")
+    pairs = [(trip, predict_ms_by_stamp[stamp]) for stamp, trip in trips
+             if trip is not None and stamp in predict_ms_by_stamp]
+    if not pairs:
+        raise SystemExit("the node never answered the prober")
+    trips_ms = np.array([trip for trip, _ in pairs])
+    overhead_ms = np.array([trip - predict for trip, predict in pairs])
+    print(f"{args.model} (random weights), {args.width}x{args.height} bgr8 over DDS loopback (Fast DDS "
+          f"{os.environ['FASTDDS_BUILTIN_TRANSPORTS']}), prober in its own process, {len(pairs)} of {args.frames} frames paired, cpu x{torch.get_num_threads()}")
     print("| measure | median ms | p95 ms |")
     print("|---|---|---|")
     print(f"| model forward | {forward_ms:.1f} | |")
     print(f"| predictor.predict (resize, audio front-end, forward, masks) | {predict_ms:.1f} | |")
     print(f"| publish -> mask received | {np.median(trips_ms):.1f} | {np.percentile(trips_ms, 95):.1f} |")
-    print(f"| predict inside the node | {np.median([p for _, p in pairs]):.1f} | |")
+    print(f"| predict inside the node | {np.median([predict for _, predict in pairs]):.1f} | |")
     print(f"| node overhead beyond its predict (per frame) | {np.median(overhead_ms):.1f} "
           f"| {np.percentile(overhead_ms, 95):.1f} |")
 

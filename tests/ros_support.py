@@ -11,7 +11,6 @@ import numpy as np
 import rclpy
 import soundfile
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
@@ -21,7 +20,7 @@ from std_msgs.msg import Header
 from avag_core import build_model
 from avag_core.weights import save_checkpoint
 from avag_ros.conversions import rgb_to_image
-from avag_ros.grounding_node import GroundingNode
+from avag_ros.grounding_node import GroundingNode, create_executor
 
 _domains = itertools.count((os.getpid() % 50) * 2 + 1)
 
@@ -31,7 +30,7 @@ def ros_domain():
     """A fresh rclpy context on its own domain id, with an executor spinning in the background."""
     context = Context()
     rclpy.init(context=context, domain_id=next(_domains) % 101 + 1)  # ids above 101 may hit ephemeral ports
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor = create_executor(context=context)  # the node's own, as in production
     stop = threading.Event()
 
     def spin() -> None:

@@ -242,6 +242,7 @@ def test_broken_microphone_is_reported_and_the_node_keeps_running(files):
 def test_node_and_sample_player_as_separate_processes(files, tmp_path):
     """`python -m avag_ros.grounding_node` and the sample player CLI, talking over DDS between processes."""
     import os
+    import signal
     import subprocess
     import sys
 
@@ -263,10 +264,15 @@ def test_node_and_sample_player_as_separate_processes(files, tmp_path):
             msg = probe.received["affordance/function_mask"][0]
             assert (msg.width, msg.height, msg.header.frame_id) == (80, 60, "camera")
         finally:
+            player.terminate()
+            node.send_signal(signal.SIGINT)  # what Ctrl-C and ros2 launch send
             for process in (player, node):
-                process.terminate()
-                process.wait(timeout=20)
-        assert "Traceback" not in node.stderr.read()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()  # never leave a node spinning after the test
+                    raise
+        assert "Traceback" not in node.stderr.read() and node.returncode == 0
 
 
 def test_camera_qos_defaults_to_best_effort_depth_1_and_can_be_overridden(files):
