@@ -22,8 +22,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PolygonStamped
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import Executor, ExternalShutdownException
-from rclpy.experimental import EventsExecutor
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -38,6 +37,11 @@ from . import parameters
 from .audio_sources import AudioSource, FileSource, MicrophoneSource, TopicSource
 from .conversions import (compressed_to_rgb, image_to_rgb, largest_region_polygon, mask_to_image,
                           probability_to_image, rgb_to_bgr8)
+
+try:  # rclpy has an events executor from Jazzy (7.1.4) on
+    from rclpy.experimental import EventsExecutor
+except ImportError:  # Humble
+    EventsExecutor = None
 
 MIN_AUDIO_S = 0.1  # no inference before the source has delivered this much
 STATS_WINDOW_S = 10.0
@@ -413,7 +417,9 @@ class GroundingNode(LifecycleNode):
 def create_executor(context=None) -> Executor:
     """The executor the node runs on. rclpy's events executor dispatches from C++ instead of rebuilding a wait set
     in Python on every wake-up: about 1 ms less overhead per frame than SingleThreadedExecutor
-    (bench/node_latency.py), which is a fifth of the node's budget."""
+    (bench/node_latency.py), which is a fifth of the node's budget. Humble falls back to the latter."""
+    if EventsExecutor is None:
+        return SingleThreadedExecutor(context=context)
     return EventsExecutor(context=context)
 
 
