@@ -71,7 +71,6 @@ class Statistics:
         self.inferred: deque[float] = deque()
         self.latencies: deque[tuple[float, float]] = deque()
         self.model_times: deque[tuple[float, float]] = deque()
-        self.last_model_s = math.nan
         self.last_received = -math.inf
         self.dropped = 0
         self.rejected = 0
@@ -99,7 +98,6 @@ class Statistics:
             self.inferred.append(now)
             self.latencies.append((now, latency_s))
             self.model_times.append((now, model_s))
-            self.last_model_s = model_s
             self._trim(now)
 
     def count(self, field: str) -> None:
