@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
 
@@ -24,22 +22,9 @@ from avag_core import build_model
 from avag_core.audio import audio_to_model_input
 from avag_core.modeling.reference import straightforward_forms
 from avag_core.predictor import autocast_for, resolve_device
+from timing import median_ms
 
 CLIP_SECONDS = 4.4
-
-
-def median_ms(fn, repeats: int, device: torch.device) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def measure(preset: str, size: int, precision: str, device_name: str, repeats: int, released: bool) -> dict:

@@ -20,7 +20,6 @@ import argparse
 import multiprocessing
 import os
 import random
-import statistics
 import tempfile
 import threading
 import time
@@ -34,6 +33,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
+from rclpy.time import Time
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -41,20 +41,11 @@ from avag_core import AffordancePredictor, build_model
 from avag_core.weights import save_checkpoint
 from avag_ros.conversions import rgb_to_image
 from avag_ros.grounding_node import GroundingNode, create_executor
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+from timing import median_ms
 
 
 def stamp_ns(header: Header) -> int:
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+    return Time.from_msg(header.stamp).nanoseconds
 
 
 class Prober(Node):
