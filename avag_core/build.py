@@ -44,5 +44,7 @@ def build_model(name: str, *, backbone_weights: str | os.PathLike | None = None,
     if backbone_weights is not None:
         load_pvt_v2_weights(model.backbone, backbone_weights)
     if vggish_weights is not None:
-        load_vggish_weights(model.vggish, vggish_weights)
+        if model.config.audio_encoder != "vggish":
+            raise ValueError(f"vggish_weights given but the audio encoder is {model.config.audio_encoder!r}")
+        load_vggish_weights(model.audio_encoder, vggish_weights)
     return model

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 MixerBias = Literal["per_head", "per_token"]
+AudioEncoder = Literal["vggish", "log_mel_cnn"]
 
 
 @dataclass(frozen=True)
@@ -17,8 +18,11 @@ class AVAGFormerConfig:
     drop_path_rate: float = 0.1
     image_size: int = 512
 
-    # Audio: frozen VGGish embeddings (128-d) of T log-mel windows, projected to `embed_dim`.
+    # Audio: 128-d embeddings of T log-mel windows, projected to `embed_dim`. "vggish" is the released encoder,
+    # frozen, and needs its pretrained file to hear anything; "log_mel_cnn" is a light encoder that trains with
+    # the model (for training without that file).
     num_audio_windows: int = 20
+    audio_encoder: AudioEncoder = "vggish"
     freeze_audio_encoder: bool = True
 
     # Deformable transformer encoder over the three backbone levels.
@@ -47,11 +51,21 @@ class AVAGFormerConfig:
     decoder_heads: int = 4
     compressor_dim: int = 64
 
+    # Initial probability of the final mask logits (their 1x1 conv's bias is set to logit(p)), as detectors do for
+    # rare positives; None keeps PyTorch's default init, as released. Only the initialisation depends on it.
+    foreground_prior: float | None = None
+
     def __post_init__(self) -> None:
         if self.image_size <= 0 or self.image_size % 32:
             raise ValueError(f"image_size must be a positive multiple of 32, got {self.image_size}")
         if self.mixer_bias not in ("per_head", "per_token"):
             raise ValueError(f"mixer_bias must be 'per_head' or 'per_token', got {self.mixer_bias!r}")
+        if self.audio_encoder not in ("vggish", "log_mel_cnn"):
+            raise ValueError(f"audio_encoder must be 'vggish' or 'log_mel_cnn', got {self.audio_encoder!r}")
+        if self.audio_encoder == "log_mel_cnn" and self.freeze_audio_encoder:
+            raise ValueError("the log_mel_cnn audio encoder has no pretrained weights: set freeze_audio_encoder=False")
+        if self.foreground_prior is not None and not 0.0 < self.foreground_prior < 1.0:
+            raise ValueError(f"foreground_prior must be in (0, 1), got {self.foreground_prior}")
         for name in ("num_audio_windows", "encoder_layers", "num_queries", "query_layers"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

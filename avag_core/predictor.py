@@ -59,10 +59,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 class AudioEmbeddingCache:
-    """LRU of VGGish embeddings keyed by the bytes of each log-mel window.
+    """LRU of audio-encoder embeddings keyed by the bytes of each log-mel window.
 
     A stream re-analysed every frame shares most windows with the previous call, and every padding window is
-    the same, so VGGish only runs on windows it has not seen.
+    the same, so the encoder only runs on windows it has not seen. Valid while the encoder is a fixed function:
+    frozen, or in eval mode (the predictor's), not while it trains.
     """
 
     def __init__(self, capacity: int = 256) -> None:
@@ -74,13 +75,13 @@ class AudioEmbeddingCache:
 
     @torch.no_grad()
     def embed(self, model: AVAGFormer, windows: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """windows [n, 1, 96, 64] on the CPU -> embeddings [n, 128] on `device`. Only for a frozen VGGish."""
+        """windows [n, 1, 96, 64] on the CPU -> embeddings [n, 128] on `device`."""
         keys = [hashlib.blake2b(w.numpy().tobytes(), digest_size=16).digest() for w in windows]
         missing = list(dict.fromkeys(k for k in keys if k not in self._entries))
         if missing:
             first = {k: i for i, k in reversed(list(enumerate(keys)))}
             batch = windows[[first[k] for k in missing]].to(device)
-            for key, embedding in zip(missing, model.vggish(batch).float()):
+            for key, embedding in zip(missing, model.audio_encoder(batch).float()):
                 self._entries[key] = embedding
         for key in keys:
             self._entries.move_to_end(key)

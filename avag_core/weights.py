@@ -17,7 +17,7 @@ from torch import nn
 from .errors import existing_file
 
 CHECKPOINT_FORMAT = "avag_ros.avagformer"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the audio encoder's weights are under "audio_encoder." (1: "vggish.")
 
 
 class WeightsMismatchError(ValueError):
@@ -102,7 +102,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     payload = load_file(path)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an avag_ros AVAGFormer checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path} has checkpoint version {payload.get('version')}; "
-                         f"this avag_core reads version {CHECKPOINT_VERSION}")
+    version = payload.get("version")
+    if version == 1:
+        payload["model"] = {("audio_encoder." + k[len("vggish."):] if k.startswith("vggish.") else k): v
+                            for k, v in payload["model"].items()}
+    elif version != CHECKPOINT_VERSION:
+        raise ValueError(f"{path} has checkpoint version {version}; "
+                         f"this avag_core reads versions 1 to {CHECKPOINT_VERSION}")
     return payload

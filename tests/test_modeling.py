@@ -192,8 +192,8 @@ def test_gradients_reach_every_trainable_parameter(mixer_bias):
      + out.dependency_query_logits.mean()).backward()
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert no_grad == []
-    assert all(p.grad is None for p in model.vggish.parameters())
-    assert not any(p.requires_grad for p in model.vggish.parameters())
+    assert all(p.grad is None for p in model.audio_encoder.parameters())
+    assert not any(p.requires_grad for p in model.audio_encoder.parameters())
     bias_grad = model.mixer.fusion.audio_bias_mlp[2].weight.grad.abs().max().item()
     if mixer_bias == "per_head":
         assert bias_grad < 1e-6  # softmax cancels a per-head constant: the released code's bias is inert

@@ -164,3 +164,20 @@ def test_untrusted_pickles_and_foreign_files_are_refused(tmp_path):
         AffordancePredictor.from_checkpoint(plain)
     with pytest.raises(InputFileNotFoundError, match="not found"):
         AffordancePredictor.from_checkpoint(tmp_path / "missing.pt")
+
+
+def test_format_1_checkpoint_with_vggish_keys_still_loads(tmp_path):
+    model = small_model().eval()
+    path = tmp_path / "v1.pt"
+    save_checkpoint(path, model)
+    payload = torch.load(path, weights_only=True)
+    payload["version"] = 1
+    payload["model"] = {k.replace("audio_encoder.", "vggish.", 1): v for k, v in payload["model"].items()}
+    assert any(k.startswith("vggish.") for k in payload["model"])
+    torch.save(payload, path)
+    predictor = AffordancePredictor.from_checkpoint(path, device="cpu")
+    assert torch.equal(predictor.model.audio_encoder.embeddings[4].weight, model.audio_encoder.embeddings[4].weight)
+    payload["version"] = 7
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="checkpoint version 7"):
+        load_checkpoint(path)

@@ -1,12 +1,14 @@
 """AVAGFormer: segments the function and dependency regions that an action sound refers to in an image."""
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from ..config import AVAGFormerConfig
+from .audio_cnn import LogMelCNN
 from .backbone import PVTBackbone
 from .compressor import MaskCompressor
 from .decoder import CrossAttentionDecoder
@@ -33,8 +35,8 @@ class AVAGFormer(nn.Module):
         self.config = config
         c = config
         self.backbone = PVTBackbone(c.backbone, c.drop_path_rate)
-        self.vggish = VGGish()
-        self.vggish.requires_grad_(not c.freeze_audio_encoder)
+        self.audio_encoder = VGGish() if c.audio_encoder == "vggish" else LogMelCNN()
+        self.audio_encoder.requires_grad_(not c.freeze_audio_encoder)
         self.audio_proj = nn.Linear(EMBEDDING_DIM, c.embed_dim)
         self.encoder = DeformableEncoder(self.backbone.out_channels, c.embed_dim, c.encoder_layers, c.encoder_heads,
                                          c.encoder_points, c.encoder_ffn_dim, c.encoder_dropout)
@@ -48,13 +50,16 @@ class AVAGFormer(nn.Module):
         self.mask_heads = nn.ModuleDict({t: QueryConditionedMaskHead(c.embed_dim, c.decoder_dim) for t in TASKS})
         self.mask_attention = MaskConditionedAttention(c.decoder_dim)
         self.compressors = nn.ModuleDict({t: MaskCompressor(c.num_queries, c.compressor_dim) for t in TASKS})
+        if c.foreground_prior is not None:
+            for compressor in self.compressors.values():
+                nn.init.constant_(compressor.predict.bias, math.log(c.foreground_prior / (1 - c.foreground_prior)))
 
     def encode_image(self, images: torch.Tensor) -> list[torch.Tensor]:
         """[B, 3, H, W] ImageNet-normalised, H and W multiples of 32 -> FPN maps at strides 8, 16, 32."""
         return self.fpn(self.encoder(self.backbone(images)))
 
     def embed_audio(self, log_mel: torch.Tensor) -> torch.Tensor:
-        """[B, T, 1, 96, 64] log-mel windows -> [B, T, 128] VGGish embeddings.
+        """[B, T, 1, 96, 64] log-mel windows -> [B, T, 128] audio embeddings.
 
         Padding windows are all one constant, so their embedding is computed once, not once per window.
         """
@@ -63,7 +68,7 @@ class AVAGFormer(nn.Module):
         padding = (examples == PADDING_VALUE).flatten(1).all(1)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_audio_encoder):
             unique = torch.cat([examples[~padding], examples[padding][:1]])
-            embedded = self.vggish(unique)
+            embedded = self.audio_encoder(unique)
         real = int((~padding).sum())
         index = torch.full((examples.shape[0],), real, dtype=torch.long, device=examples.device)
         index[~padding] = torch.arange(real, device=examples.device)

@@ -38,10 +38,10 @@ def mask_attention(module: MaskConditionedAttention, features: torch.Tensor, mas
 
 
 def embed_audio(model: AVAGFormer, log_mel: torch.Tensor) -> torch.Tensor:
-    """VGGish on every window, padding included."""
+    """The audio encoder on every window, padding included."""
     batch, windows = log_mel.shape[:2]
     with torch.set_grad_enabled(torch.is_grad_enabled() and not model.config.freeze_audio_encoder):
-        return model.vggish(log_mel.flatten(0, 1)).view(batch, windows, EMBEDDING_DIM)
+        return model.audio_encoder(log_mel.flatten(0, 1)).view(batch, windows, EMBEDDING_DIM)
 
 
 @contextlib.contextmanager
