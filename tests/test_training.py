@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from avag_core.weights import load_checkpoint
 
@@ -141,3 +142,45 @@ def test_distributed_training_with_torchrun_on_cpu(synthetic_index, tmp_path):
     assert state["step"] == 2 and len(state["rng"]) == 2  # one RNG state per rank
     val_rows = sum(1 for _ in open(synthetic_index / "val.csv")) - 1
     assert state["val"]["samples_f"] == val_rows  # every val sample scored once across the two ranks
+
+
+def test_paper_config_loads_official_pretrained_files(synthetic_index, tmp_path):
+    """training/configs/avagd_b5.yaml with files in the official layouts (PVT-v2 release, torchvggish): the run
+    starts from them, keeps VGGish frozen and the backbone frozen in its first epoch."""
+    from avag_core.modeling.backbone import PVTBackbone
+    from test_weights import to_official_pvt_names, torchvggish_state
+
+    torch.manual_seed(3)
+    pvt_state = to_official_pvt_names(PVTBackbone("pvt_v2_b0", 0.0).body.state_dict())
+    torch.save(pvt_state, tmp_path / "pvt_v2_b0.pth")
+    vggish_state = torchvggish_state()
+    torch.save(vggish_state, tmp_path / "vggish-10086976.pth")
+    out = tmp_path / "run"
+    result = run_script("train.py", "--config", REPO / "training" / "configs" / "avagd_b5.yaml",
+                        "--model", "avagformer_b0", "--data", synthetic_index, "--out-dir", out,
+                        "--backbone-weights", tmp_path / "pvt_v2_b0.pth",
+                        "--vggish-weights", tmp_path / "vggish-10086976.pth",
+                        "--image-size", "64", "--batch-size", "4", "--num-workers", "0", "--max-steps", "1")
+    assert result.returncode == 0, result.stderr
+    state = load_checkpoint(out / "last.pt")
+    assert state["config"]["audio_encoder"] == "vggish" and state["config"]["freeze_audio_encoder"]
+    assert state["config"]["foreground_prior"] is None and state["train_config"]["final_lr_scale"] == 1.0
+    weights = state["model"]
+    assert torch.equal(weights["backbone.body.stages.3.norm.weight"], pvt_state["norm4.weight"])
+    assert torch.equal(weights["backbone.body.patch_embed.proj.weight"], pvt_state["patch_embed1.proj.weight"])
+    for key in ("features.0.weight", "embeddings.4.bias"):
+        assert torch.equal(weights[f"audio_encoder.{key}"], vggish_state[key])
+
+
+def test_from_scratch_defaults_train_the_light_audio_encoder(synthetic_index, tmp_path):
+    out = tmp_path / "run"
+    result = run_script("train.py", "--data", synthetic_index, "--out-dir", out, "--epochs", "1", "--max-steps",
+                        "2", *TRAIN_ARGS)
+    assert result.returncode == 0, result.stderr
+    state = load_checkpoint(out / "last.pt")
+    assert state["config"]["audio_encoder"] == "log_mel_cnn" and not state["config"]["freeze_audio_encoder"]
+    groups = state["optimizer"]["param_groups"]
+    assert [g["lr_scale"] for g in groups] == [1.0, 10.0] and groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"])
+    result = run_script("train.py", "--data", synthetic_index, "--out-dir", out, "--audio-encoder", "log_mel_cnn",
+                        "--vggish-weights", tmp_path / "vggish.pth")
+    assert result.returncode != 0 and "vggish_weights is given but audio_encoder is log_mel_cnn" in result.stderr

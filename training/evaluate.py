@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             predictor = AffordancePredictor.from_checkpoint(args.checkpoint, args.device, args.precision)
             dataset = AffordanceDataset(read_index(args.data / SPLIT_FILES[args.split]),
                                         predictor.config.image_size, predictor.config.num_audio_windows,
-                                        train=False)
+                                        augment=False)
             loader = DataLoader(dataset, args.batch_size, num_workers=args.num_workers)
             sink = MaskWriter(args.save_masks, dataset) if args.save_masks else None
             scores = score_model(predictor.model, loader, predictor.device, args.precision, args.original_size,

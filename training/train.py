@@ -8,6 +8,14 @@ weight 0.1, the released losses. Backbone schedule (ours, documented): frozen fo
 `freeze_backbone_epochs` epochs, then fine-tuned to the end. The released code, taken literally, fine-tunes it
 for epoch 10 only (spec section 9); set freeze_backbone_epochs to the number of epochs to keep it frozen always.
 
+Three departures from the released recipe, on by default because without them the model does not learn from
+scratch (README, "Training recipe"); each can be set back:
+- `audio_encoder: auto` uses the frozen VGGish when `vggish_weights` is given, else a light trainable CNN (a random
+  frozen VGGish cannot tell sounds apart). `vggish` forces the released encoder.
+- `foreground_prior: 0.01` starts the final mask logits at a 1% foreground probability (0: PyTorch's init).
+- `final_lr_scale: 10` trains the final path (the per-task compressor and upsampler) 10x faster than the rest
+  (1: one learning rate), after `warmup_steps` of linear warm-up (0: none).
+
 Every epoch writes `last.pt` atomically (model, optimizer, scaler, epoch, step, RNG states, config) and keeps
 `best.pt` by validation mIoU_f; `--resume true` continues from `last.pt`. Metrics go to `metrics.csv` and
 TensorBoard in `out_dir`.
@@ -37,6 +45,7 @@ from avag_core.data import AffordanceDataset, read_index
 from avag_core.evaluation import score_model
 from avag_core.losses import affordance_loss
 from avag_core.metrics import AffordanceScores
+from avag_core.optim import parameter_groups, set_learning_rate
 from avag_core.predictor import AudioEmbeddingCache, autocast_for, resolve_device
 from avag_core.weights import load_checkpoint, load_state_dict_strictly, save_checkpoint
 
@@ -47,6 +56,8 @@ config = {
     "model": "avagformer_b5",
     "image_size": 512,
     "mixer_bias": "per_head",
+    "audio_encoder": "auto",  # auto | vggish | log_mel_cnn (auto: vggish when vggish_weights is given)
+    "foreground_prior": 0.01,  # initial probability of the final masks (0: PyTorch's default init, as released)
     "backbone_weights": "",  # official PVT-v2 ImageNet .pth
     "vggish_weights": "",  # vggish-10086976.pth
     "init_checkpoint": "",  # start from one of our checkpoints instead
@@ -56,8 +67,12 @@ config = {
     "batch_size": 24,  # per process
     "grad_accum": 1,
     "lr": 2e-5,
+    "final_lr_scale": 10.0,  # learning rate of the final path (compressors + upsamplers) relative to lr
+    "warmup_steps": 0,  # linear learning-rate warm-up
+    "grad_clip": 0.0,  # clip the gradient norm to this (0: no clipping, as released)
     "weight_decay": 0.01,
     "aux_weight": 0.1,
+    "augment": True,  # the released joint image/mask augmentation (affine, flip, colour jitter)
     "freeze_backbone_epochs": 10,
     "precision": "fp32",  # fp32 | bf16 | fp16 (fp16 uses a gradient scaler)
     "device": "auto",
@@ -86,7 +101,24 @@ def parse_config(argv: list[str] | None) -> dict:
     cfg.update({k: v for k, v in vars(args).items() if k in cfg and v is not None})
     if cfg["precision"] not in ("fp32", "bf16", "fp16"):
         parser.error(f"precision must be fp32, bf16 or fp16, got {cfg['precision']!r}")
+    if cfg["audio_encoder"] not in ("auto", "vggish", "log_mel_cnn"):
+        parser.error(f"audio_encoder must be auto, vggish or log_mel_cnn, got {cfg['audio_encoder']!r}")
+    if cfg["audio_encoder"] == "log_mel_cnn" and cfg["vggish_weights"]:
+        parser.error("vggish_weights is given but audio_encoder is log_mel_cnn")
+    if not 0.0 <= cfg["foreground_prior"] < 1.0:
+        parser.error(f"foreground_prior must be in [0, 1), got {cfg['foreground_prior']}")
+    if cfg["final_lr_scale"] <= 0 or cfg["warmup_steps"] < 0 or cfg["grad_clip"] < 0:
+        parser.error("final_lr_scale must be positive, warmup_steps and grad_clip non-negative")
     return cfg
+
+
+def model_overrides(cfg: dict) -> dict:
+    """The AVAGFormer config fields that the training config sets."""
+    encoder = cfg["audio_encoder"]
+    if encoder == "auto":
+        encoder = "vggish" if cfg["vggish_weights"] else "log_mel_cnn"
+    return {"image_size": cfg["image_size"], "mixer_bias": cfg["mixer_bias"], "audio_encoder": encoder,
+            "freeze_audio_encoder": encoder == "vggish", "foreground_prior": cfg["foreground_prior"] or None}
 
 
 def rng_state() -> dict:
@@ -142,14 +174,13 @@ def main(argv: list[str] | None = None) -> int:
         (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     # model and optimizer --------------------------------------------------------------------------------------
-    model = build_model(cfg["model"], image_size=cfg["image_size"], mixer_bias=cfg["mixer_bias"],
-                        backbone_weights=cfg["backbone_weights"] or None,
-                        vggish_weights=cfg["vggish_weights"] or None)
+    model = build_model(cfg["model"], backbone_weights=cfg["backbone_weights"] or None,
+                        vggish_weights=cfg["vggish_weights"] or None, **model_overrides(cfg))
     if cfg["init_checkpoint"]:
         load_state_dict_strictly(model, load_checkpoint(cfg["init_checkpoint"])["model"], cfg["init_checkpoint"])
     model.to(device)
-    parameters = [p for p in model.parameters() if p.requires_grad]  # all but the frozen VGGish
-    optimizer = torch.optim.AdamW(parameters, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg["final_lr_scale"]), lr=cfg["lr"],
+                                  weight_decay=cfg["weight_decay"])
     scaler = torch.amp.GradScaler(device.type, enabled=cfg["precision"] == "fp16")
     start_epoch, step, best = 0, 0, -math.inf
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
@@ -166,9 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     # data -------------------------------------------------------------------------------------------------------
     data = Path(cfg["data"])
     train_set = AffordanceDataset(read_index(data / "train.csv"), cfg["image_size"],
-                                  model.config.num_audio_windows, train=True)
+                                  model.config.num_audio_windows, augment=cfg["augment"])
     val_set = AffordanceDataset(read_index(data / "val.csv"), cfg["image_size"],
-                                model.config.num_audio_windows, train=False)
+                                model.config.num_audio_windows, augment=False)
     train_sampler = DistributedSampler(train_set, shuffle=True, seed=cfg["seed"], drop_last=True) if distributed \
         else None
     # Each rank scores every world-th val sample: unlike DistributedSampler, no sample is padded in twice.
@@ -180,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                               persistent_workers=cfg["num_workers"] > 0)
     val_loader = DataLoader(val_shard, cfg["batch_size"], num_workers=cfg["num_workers"])
 
-    # The audio is not augmented and VGGish is frozen: embed each distinct window once for the whole run.
+    # The audio is not augmented: with a frozen encoder, embed each distinct window once for the whole run.
     audio_cache = AudioEmbeddingCache(capacity=1 << 20) if model.config.freeze_audio_encoder else None
 
     def audio_inputs(log_mel: torch.Tensor) -> dict:
@@ -219,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
             scaler.scale(losses.total / cfg["grad_accum"]).backward()
             loss_sum, loss_count = loss_sum + losses.total.item(), loss_count + 1
             if (micro + 1) % cfg["grad_accum"] == 0:
+                set_learning_rate(optimizer, cfg["lr"], cfg["warmup_steps"], step)
+                if cfg["grad_clip"]:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)

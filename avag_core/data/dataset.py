@@ -36,12 +36,13 @@ def load_log_mel(row: IndexRow, num_windows: int) -> torch.Tensor:
 
 
 class AffordanceDataset(Dataset):
-    def __init__(self, rows: list[IndexRow], image_size: int, num_windows: int, train: bool) -> None:
+    def __init__(self, rows: list[IndexRow], image_size: int, num_windows: int, augment: bool) -> None:
+        """`augment`: the training augmentation (spec section 9); without it, only resizing and normalisation."""
         if not rows:
             raise ValueError("the dataset index has no rows")
         self.rows = rows
         self.num_windows = num_windows
-        self.transform = training_transform(image_size) if train else evaluation_transform(image_size)
+        self.transform = training_transform(image_size) if augment else evaluation_transform(image_size)
 
     def __len__(self) -> int:
         return len(self.rows)
