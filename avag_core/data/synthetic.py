@@ -1,10 +1,10 @@
 """A synthetic audio-visual affordance task in which the sound decides the answer.
 
-Every scene holds several procedurally drawn objects of different categories, each with a function part and,
-for most categories, a supporting (dependency) part, over a cluttered background. Every category has its own
-acoustic signature (tone, noise band, rhythm). One scene is stored once per category it contains, with that
-category's masks, so the same picture appears with different sounds and different targets: a model that
-ignores the audio cannot tell which object to segment.
+Every scene holds two or three procedurally drawn objects of different categories, each with a function part
+and, for most categories, a supporting (dependency) part, over a cluttered background. Every category has its
+own shape, typical colours and acoustic signature (tone, noise band, rhythm). One scene is stored once per
+category it contains, with that category's masks, so the same picture appears with different sounds and
+different targets: a model that ignores the audio cannot tell which object to segment.
 
 Files follow the AVAGD release layout, `<object>/<affordance>/<stem>.jpg` with `<stem>_Function_mask.png`
 and `<stem>_Dependency_mask.png`, and the category's sound clips beside them. `splits.json` at the root
@@ -38,6 +38,7 @@ class Category:
     affordance: str
     shape: str
     sound: Sound
+    hue: float  # degrees; the category's typical colours derive from it (see `_part_colours`)
     seen: bool = True
 
     @property
@@ -46,22 +47,24 @@ class Category:
 
 
 CATEGORIES = (
-    Category("hammer", "hit", "hammer", Sound(noise_band_hz=(150, 1200), rhythm_hz=2.0, burst_s=0.06)),
-    Category("bottle_cap", "twist", "bottle", Sound(noise_band_hz=(2500, 5000), rhythm_hz=11.0, burst_s=0.02)),
+    Category("hammer", "hit", "hammer", Sound(noise_band_hz=(150, 1200), rhythm_hz=2.0, burst_s=0.06), 0),
+    Category("bottle_cap", "twist", "bottle", Sound(noise_band_hz=(2500, 5000), rhythm_hz=11.0, burst_s=0.02), 45),
     Category("switch", "turn_on_or_off", "switch", Sound(tones_hz=(3200,), noise_band_hz=(3000, 6500),
-                                                         rhythm_hz=1.2, burst_s=0.015)),
-    Category("drawer", "open_or_close", "drawer", Sound(noise_band_hz=(90, 500))),
-    Category("knife", "cut", "knife", Sound(noise_band_hz=(4500, 7500), rhythm_hz=3.0, burst_s=0.22)),
-    Category("mug", "pour", "mug", Sound(tones_hz=(520, 780), noise_band_hz=(900, 2200), rhythm_hz=0.0)),
-    Category("lamp", "turn_on", "lamp", Sound(tones_hz=(120, 240, 360))),
-    Category("key", "open", "key", Sound(tones_hz=(1800,), rhythm_hz=6.0, burst_s=0.05)),
-    Category("bell", "ring", "bell", Sound(tones_hz=(880, 1760, 2640), rhythm_hz=1.0, burst_s=0.6), seen=False),
-    Category("faucet", "turn_on_or_off", "faucet", Sound(noise_band_hz=(700, 3500)), seen=False),
-    Category("scissors", "cut", "scissors", Sound(noise_band_hz=(3000, 6000), rhythm_hz=5.0, burst_s=0.07),
+                                                         rhythm_hz=1.2, burst_s=0.015), 90),
+    Category("drawer", "open_or_close", "drawer", Sound(noise_band_hz=(90, 500)), 135),
+    Category("knife", "cut", "knife", Sound(noise_band_hz=(4500, 7500), rhythm_hz=3.0, burst_s=0.22), 180),
+    Category("mug", "pour", "mug", Sound(tones_hz=(520, 780), noise_band_hz=(900, 2200), rhythm_hz=0.0), 225),
+    Category("lamp", "turn_on", "lamp", Sound(tones_hz=(120, 240, 360)), 270),
+    Category("key", "open", "key", Sound(tones_hz=(1800,), rhythm_hz=6.0, burst_s=0.05), 315),
+    Category("bell", "ring", "bell", Sound(tones_hz=(880, 1760, 2640), rhythm_hz=1.0, burst_s=0.6), 20, seen=False),
+    Category("faucet", "turn_on_or_off", "faucet", Sound(noise_band_hz=(700, 3500)), 200, seen=False),
+    Category("scissors", "cut", "scissors", Sound(noise_band_hz=(3000, 6000), rhythm_hz=5.0, burst_s=0.07), 110,
              seen=False),
 )
 
 # Part outlines in a unit frame ([-1, 1], y down): (role, polygon). Later parts are drawn over earlier ones.
+# Function parts are kept at least ~0.4 units thick: the head predicts at stride 8, so at the small images a CPU
+# can train on, a thinner part would be below one output cell.
 Polygon = list[tuple[float, float]]
 
 
@@ -75,26 +78,26 @@ def _ellipse(cx: float, cy: float, rx: float, ry: float, start: float = 0, end: 
 
 
 SHAPES: dict[str, list[tuple[str, Polygon]]] = {
-    "hammer": [("dependency", _rect(-0.12, -0.4, 0.12, 1.0)), ("function", _rect(-0.7, -0.95, 0.7, -0.4))],
-    "bottle": [("dependency", _rect(-0.45, -0.45, 0.45, 1.0)), ("dependency", _ellipse(0, -0.45, 0.45, 0.25)),
-               ("body", _rect(-0.18, -0.75, 0.18, -0.5)), ("function", _rect(-0.26, -1.0, 0.26, -0.72))],
-    "switch": [("body", _rect(-0.6, -0.9, 0.6, 0.9)), ("function", _rect(-0.16, -0.55, 0.16, 0.1))],
-    "drawer": [("body", _rect(-1.0, -0.6, 1.0, 0.6)), ("function", _rect(-0.5, -0.12, 0.5, 0.12))],
-    "knife": [("dependency", _rect(-0.14, 0.2, 0.14, 1.0)),
-              ("function", [(-0.14, 0.2), (0.14, 0.2), (0.14, -0.6), (0.0, -1.0), (-0.14, -0.2)])],
-    "mug": [("dependency", _rect(-0.6, -0.7, 0.35, 0.9)),
-            ("function", _ellipse(0.35, 0.1, 0.45, 0.45, -90, 90) + _ellipse(0.35, 0.1, 0.25, 0.25, 90, -90))],
-    "lamp": [("dependency", _rect(-0.5, 0.75, 0.5, 1.0)), ("body", _rect(-0.06, -0.2, 0.06, 0.75)),
-             ("function", [(-0.3, -0.9), (0.3, -0.9), (0.7, -0.2), (-0.7, -0.2)])],
-    "key": [("dependency", _ellipse(0, -0.6, 0.38, 0.38)),
-            ("function", _rect(-0.1, -0.25, 0.1, 1.0) + [(0.1, 0.75), (0.3, 0.75), (0.3, 0.9), (0.1, 0.9)])],
-    "bell": [("dependency", _ellipse(0, -0.8, 0.18, 0.18)),
-             ("function", [(-0.25, -0.65), (0.25, -0.65), (0.5, 0.2), (0.75, 0.7), (-0.75, 0.7), (-0.5, 0.2)])],
-    "faucet": [("dependency", _rect(-0.2, -0.2, 0.2, 1.0)), ("function", _rect(-0.2, -0.5, 0.9, -0.2)),
-               ("function", _rect(0.65, -0.5, 0.9, 0.0))],
-    "scissors": [("dependency", _ellipse(-0.35, 0.6, 0.3, 0.3)), ("dependency", _ellipse(0.35, 0.6, 0.3, 0.3)),
-                 ("function", [(-0.3, 0.3), (-0.1, 0.3), (0.15, -1.0), (0.0, -1.0)]),
-                 ("function", [(0.1, 0.3), (0.3, 0.3), (0.0, -1.0), (-0.15, -1.0)])],
+    "hammer": [("dependency", _rect(-0.22, -0.35, 0.22, 1.0)), ("function", _rect(-0.85, -0.95, 0.85, -0.35))],
+    "bottle": [("dependency", _rect(-0.6, -0.3, 0.6, 1.0)), ("body", _rect(-0.25, -0.5, 0.25, -0.3)),
+               ("function", _rect(-0.45, -1.0, 0.45, -0.5))],
+    "switch": [("body", _rect(-0.85, -0.95, 0.85, 0.95)), ("function", _rect(-0.4, -0.6, 0.4, 0.35))],
+    "drawer": [("body", _rect(-1.0, -0.75, 1.0, 0.75)), ("function", _rect(-0.65, -0.25, 0.65, 0.25))],
+    "knife": [("dependency", _rect(-0.25, 0.2, 0.25, 1.0)),
+              ("function", [(-0.25, 0.2), (0.25, 0.2), (0.25, -0.55), (0.0, -1.0), (-0.25, -0.3)])],
+    "mug": [("dependency", _rect(-0.8, -0.75, 0.25, 0.9)),
+            ("function", _ellipse(0.25, 0.1, 0.7, 0.6, -90, 90) + _ellipse(0.25, 0.1, 0.3, 0.25, 90, -90))],
+    "lamp": [("dependency", _rect(-0.65, 0.65, 0.65, 1.0)), ("body", _rect(-0.1, -0.2, 0.1, 0.65)),
+             ("function", [(-0.4, -0.95), (0.4, -0.95), (0.85, -0.2), (-0.85, -0.2)])],
+    "key": [("dependency", _ellipse(0, -0.55, 0.45, 0.45)),
+            ("function", _rect(-0.2, -0.15, 0.2, 1.0) + [(0.2, 0.6), (0.5, 0.6), (0.5, 0.95), (0.2, 0.95)])],
+    "bell": [("dependency", _ellipse(0, -0.75, 0.25, 0.25)),
+             ("function", [(-0.3, -0.55), (0.3, -0.55), (0.55, 0.2), (0.8, 0.75), (-0.8, 0.75), (-0.55, 0.2)])],
+    "faucet": [("dependency", _rect(-0.25, -0.2, 0.25, 1.0)), ("function", _rect(-0.25, -0.6, 0.95, -0.2)),
+               ("function", _rect(0.55, -0.6, 0.95, 0.1))],
+    "scissors": [("dependency", _ellipse(-0.4, 0.6, 0.35, 0.35)), ("dependency", _ellipse(0.4, 0.6, 0.35, 0.35)),
+                 ("function", [(-0.4, 0.3), (-0.05, 0.3), (0.2, -1.0), (-0.1, -1.0)]),
+                 ("function", [(0.05, 0.3), (0.4, 0.3), (0.1, -1.0), (-0.2, -1.0)])],
 }
 
 ROLES = ("body", "dependency", "function")
@@ -112,40 +115,58 @@ def _random_colour(rng: np.random.Generator) -> tuple[int, int, int]:
     return tuple(int(c) for c in rng.integers(30, 256, 3))
 
 
+def _hsv_to_rgb(hue: float, saturation: float, value: float) -> tuple[int, int, int]:
+    pixel = np.array([[[hue / 2 % 180, saturation * 255, value * 255]]], np.uint8)
+    return tuple(int(c) for c in cv2.cvtColor(pixel, cv2.COLOR_HSV2RGB)[0, 0])
+
+
+def _part_colours(rng: np.random.Generator, category: Category) -> dict[str, tuple[int, int, int]]:
+    """Each category has typical colours, as real tools do (a red hammer head, a steel blade), jittered per object:
+    the function part in the category's hue, the dependency part in the opposite hue and darker, the body grey.
+    Shapes alone would also do, but a model trained from scratch on two CPU cores needs the easier cue to learn
+    within the budget; the sound still has to say which object is meant."""
+    jitter = rng.uniform(-12, 12)
+    return {"function": _hsv_to_rgb(category.hue + jitter, rng.uniform(0.65, 0.9), rng.uniform(0.8, 1.0)),
+            "dependency": _hsv_to_rgb(category.hue + 180 + jitter, rng.uniform(0.5, 0.8), rng.uniform(0.4, 0.6)),
+            "body": _hsv_to_rgb(0, 0, rng.uniform(0.45, 0.75))}
+
+
 def _draw_background(rng: np.random.Generator, size: int) -> np.ndarray:
     top, bottom = rng.integers(60, 230, 3), rng.integers(60, 230, 3)
     ramp = np.linspace(0, 1, size)[:, None, None]
     image = ((1 - ramp) * top + ramp * bottom).repeat(size, axis=1).astype(np.uint8)
-    for _ in range(rng.integers(4, 10)):  # clutter: lines, blobs and boxes that are nobody's part
+    for _ in range(rng.integers(2, 7)):  # clutter: lines, blobs and boxes that are nobody's part
         colour = _random_colour(rng)
         kind = rng.integers(3)
         p = rng.integers(0, size, 4)
         if kind == 0:
             cv2.line(image, (int(p[0]), int(p[1])), (int(p[2]), int(p[3])), colour, int(rng.integers(1, 4)))
         elif kind == 1:
-            cv2.circle(image, (int(p[0]), int(p[1])), int(rng.integers(3, size // 12)), colour, -1)
+            cv2.circle(image, (int(p[0]), int(p[1])), int(rng.integers(3, size // 14)), colour, -1)
         else:
-            cv2.rectangle(image, (int(p[0]), int(p[1])), (int(p[0] + p[2] // 8), int(p[1] + p[3] // 8)), colour, -1)
+            cv2.rectangle(image, (int(p[0]), int(p[1])), (int(p[0] + p[2] // 10), int(p[1] + p[3] // 10)), colour, -1)
     noise = rng.normal(0, 6, image.shape)
     return np.clip(image + noise, 0, 255).astype(np.uint8)
 
 
 def render_scene(rng: np.random.Generator, size: int = 256, categories: list[Category] | None = None) -> Scene:
-    """Draw 2-4 objects of distinct categories, one per cell of a 2x2 grid, over a cluttered background."""
+    """Draw 2-3 objects of distinct categories, one per cell of a 2x2 grid, over a cluttered background."""
     if categories is None:
-        count = int(rng.integers(2, 5))
+        count = int(rng.integers(2, 4))
         categories = [CATEGORIES[i] for i in rng.choice(len(CATEGORIES), count, replace=False)]
+    if not 1 <= len(categories) <= 4:
+        raise ValueError(f"a scene holds 1 to 4 objects, got {len(categories)}")
     image = _draw_background(rng, size)
     labels = np.zeros((size, size), np.int32)  # 0 background, else 1 + 3 * object + role
     cells = rng.permutation(4)[:len(categories)]
     cell = size / 2
     for index, (category, cell_index) in enumerate(zip(categories, cells)):
-        scale = cell * rng.uniform(0.28, 0.42)
+        scale = cell * rng.uniform(0.36, 0.46)
         centre = np.array([(cell_index % 2 + 0.5) * cell, (cell_index // 2 + 0.5) * cell])
-        centre += rng.uniform(-0.1, 0.1, 2) * cell
+        centre += rng.uniform(-0.04, 0.04, 2) * cell
         angle = math.radians(rng.uniform(-25, 25))
         rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-        colours = {role: _random_colour(rng) for role in ROLES}
+        colours = _part_colours(rng, category)
         for role, polygon in SHAPES[category.shape]:
             points = (np.asarray(polygon) @ rotation.T * scale + centre).round().astype(np.int32)
             cv2.fillPoly(image, [points], colours[role], lineType=cv2.LINE_AA)
