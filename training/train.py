@@ -8,13 +8,15 @@ weight 0.1, the released losses. Backbone schedule (ours, documented): frozen fo
 `freeze_backbone_epochs` epochs, then fine-tuned to the end. The released code, taken literally, fine-tunes it
 for epoch 10 only (spec section 9); set freeze_backbone_epochs to the number of epochs to keep it frozen always.
 
-Three departures from the released recipe, on by default because without them the model does not learn from
+Departures from the released recipe, on by default because without them the model does not learn from
 scratch (README, "Training recipe"); each can be set back:
 - `audio_encoder: auto` uses the frozen VGGish when `vggish_weights` is given, else a light trainable CNN (a random
   frozen VGGish cannot tell sounds apart). `vggish` forces the released encoder.
 - `foreground_prior: 0.01` starts the final mask logits at a 1% foreground probability (0: PyTorch's init).
 - `final_lr_scale: 10` trains the final path (the per-task compressor and upsampler) 10x faster than the rest
   (1: one learning rate), after `warmup_steps` of linear warm-up (0: none).
+And before each validation and save, `bn_recalibration_batches: 50` recomputes the BatchNorm statistics from that
+many training batches (0: keep the running averages, as released), so eval mode matches the final weights.
 
 Every epoch writes `last.pt` atomically (model, optimizer, scaler, epoch, step, RNG states, config) and keeps
 `best.pt` by validation mIoU_f; `--resume true` continues from `last.pt`. Metrics go to `metrics.csv` and
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import math
 import os
 import random
@@ -45,7 +48,7 @@ from avag_core.data import AffordanceDataset, read_index
 from avag_core.evaluation import score_model
 from avag_core.losses import affordance_loss
 from avag_core.metrics import AffordanceScores
-from avag_core.optim import parameter_groups, set_learning_rate
+from avag_core.optim import parameter_groups, recalibrate_batch_norm, set_learning_rate
 from avag_core.predictor import AudioEmbeddingCache, autocast_for, resolve_device
 from avag_core.weights import load_checkpoint, load_state_dict_strictly, save_checkpoint
 
@@ -70,6 +73,7 @@ config = {
     "final_lr_scale": 10.0,  # learning rate of the final path (compressors + upsamplers) relative to lr
     "warmup_steps": 0,  # linear learning-rate warm-up
     "grad_clip": 0.0,  # clip the gradient norm to this (0: no clipping, as released)
+    "bn_recalibration_batches": 50,  # before each validation, recompute BatchNorm statistics (0: keep the EMA)
     "weight_decay": 0.01,
     "aux_weight": 0.1,
     "augment": True,  # the released joint image/mask augmentation (affine, flip, colour jitter)
@@ -107,8 +111,9 @@ def parse_config(argv: list[str] | None) -> dict:
         parser.error("vggish_weights is given but audio_encoder is log_mel_cnn")
     if not 0.0 <= cfg["foreground_prior"] < 1.0:
         parser.error(f"foreground_prior must be in [0, 1), got {cfg['foreground_prior']}")
-    if cfg["final_lr_scale"] <= 0 or cfg["warmup_steps"] < 0 or cfg["grad_clip"] < 0:
-        parser.error("final_lr_scale must be positive, warmup_steps and grad_clip non-negative")
+    if cfg["final_lr_scale"] <= 0 or min(cfg["warmup_steps"], cfg["grad_clip"], cfg["bn_recalibration_batches"]) < 0:
+        parser.error("final_lr_scale must be positive; warmup_steps, grad_clip and bn_recalibration_batches "
+                     "non-negative")
     return cfg
 
 
@@ -220,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         embeddings = audio_cache.embed(model, log_mel.flatten(0, 1), device)
         return {"audio_embeddings": embeddings.view(*log_mel.shape[:2], -1)}
 
+    def forward_only(batch: dict) -> None:
+        with autocast_for(device, cfg["precision"]):
+            model(batch["image"].to(device, non_blocking=True), **audio_inputs(batch["log_mel"]))
+
     writer = SummaryWriter(out_dir / "tensorboard") if master else None
     metrics_file = out_dir / "metrics.csv"
     metric_columns = ["epoch", "step", "train_loss", "mIoU_f", "F_f", "mIoU_d", "F_d", "seconds"]
@@ -266,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
                     writer.add_scalar("train/loss_dependency", losses.dependency.item(), step)
                 if (cfg["max_steps"] and step >= cfg["max_steps"]) or out_of_time(deadline, distributed, device):
                     break
+        if cfg["bn_recalibration_batches"]:
+            recalibrate_batch_norm(model, itertools.islice(train_loader, cfg["bn_recalibration_batches"]),
+                                   forward_only)
         scores = score_model(model, val_loader, device, cfg["precision"])
         sums = scores.as_tensor()
         if distributed:
