@@ -9,6 +9,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=["avag_core", "avag_core.*", "avag_ros", "avag_ros.*"]),
+    package_data={PACKAGE: ["data/*.pt", "data/*.md"]},  # the demo's weights and how they were trained
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -17,7 +18,7 @@ setup(
     ],
     python_requires=">=3.10",
     install_requires=["setuptools"],
-    zip_safe=True,
+    zip_safe=False,  # the demo reads its weights file by path
     maintainer="avag_ros maintainers",
     maintainer_email="maintainers@avag-ros.invalid",
     description="Audio-visual affordance grounding (AVAGFormer) for ROS 2",

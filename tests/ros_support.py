@@ -25,11 +25,15 @@ from avag_ros.grounding_node import GroundingNode, create_executor
 _domains = itertools.count((os.getpid() % 50) * 2 + 1)
 
 
+def fresh_domain_id() -> int:
+    return next(_domains) % 101 + 1  # ids above 101 may hit ephemeral ports
+
+
 @contextmanager
 def ros_domain():
     """A fresh rclpy context on its own domain id, with an executor spinning in the background."""
     context = Context()
-    rclpy.init(context=context, domain_id=next(_domains) % 101 + 1)  # ids above 101 may hit ephemeral ports
+    rclpy.init(context=context, domain_id=fresh_domain_id())
     executor = create_executor(context=context)  # the node's own, as in production
     stop = threading.Event()
 

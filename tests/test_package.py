@@ -31,3 +31,11 @@ def test_wheel_installs_packages_and_ros_share_files(tmp_path):
         for path in REPO.glob(pattern):
             assert f"{data}avag_ros/{path.parent.name}/{path.name}" in names
     assert "avag_core/modeling/avagformer.py" in names and "avag_ros/__init__.py" in names
+    assert "avag_ros/data/demo_avagformer_b0.pt" in names and "avag_ros/data/demo_avagformer_b0.md" in names
+
+
+def test_demo_weights_are_small_and_say_how_they_were_trained():
+    weights = REPO / "avag_ros" / "data" / "demo_avagformer_b0.pt"
+    assert weights.stat().st_size <= 25 * 2**20
+    record = weights.with_suffix(".md").read_text()
+    assert "training/train.py" in record and "mIoU_f" in record
