@@ -11,6 +11,7 @@ sound event is active; image callbacks never wait for the model.
 from __future__ import annotations
 
 import math
+import signal
 import sys
 import threading
 import time
@@ -22,10 +23,12 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PolygonStamped
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from avag_core import AffordancePredictor
@@ -35,8 +38,8 @@ from avag_core.predictor import PRECISIONS, resolve_device
 
 from . import parameters
 from .audio_sources import AudioSource, FileSource, MicrophoneSource, TopicSource
-from .conversions import (compressed_to_rgb, image_to_rgb, largest_region_polygon, mask_to_image,
-                          probability_to_image, rgb_to_bgr8)
+from .conversions import (check_compressed, check_image, compressed_to_rgb, image_to_rgb, largest_region_polygon,
+                          mask_to_image, probability_to_image, rgb_to_bgr8)
 
 try:  # rclpy has an events executor from Jazzy (7.1.4) on
     from rclpy.experimental import EventsExecutor
@@ -49,6 +52,9 @@ STATS_WINDOW_S = 10.0
 # larger than its 512 KiB shared-memory segment (640x480 bgr8 is 900 KiB) are mostly lost over best effort between
 # processes (README, "Large raw images").
 SILENT_CAMERA_S = 5.0
+# A median latency below minus this means the image stamps and the node's clock disagree (sim time without
+# /clock, unsynchronised machines); a little negative is ordinary clock jitter between machines.
+STAMP_TOLERANCE_MS = 50.0
 
 
 # Functions, not constants: rclpy writes QoS overrides into the profile it is given, so a shared profile would
@@ -140,8 +146,12 @@ class GroundingNode(LifecycleNode):
         self._audio_retry_timer = None
         self._sound_active = False
         self._activated_at = math.inf
+        self.finalized = threading.Event()  # set by the lifecycle shutdown transition
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics)
+        # On the steady clock: with use_sim_time and no /clock (a paused bag, a simulator not started yet) a
+        # ROS-time timer would never fire, and diagnostics are what would tell the user so.
+        self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics,
+                                                    clock=Clock(clock_type=ClockType.STEADY_TIME))
         if self.settings.autostart:
             if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                 self.trigger_activate()
@@ -266,6 +276,7 @@ class GroundingNode(LifecycleNode):
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         if self._worker is not None:
             self.on_deactivate(state)
+        self.finalized.set()
         return self.on_cleanup(state)
 
     # audio --------------------------------------------------------------------------------------------------
@@ -293,6 +304,12 @@ class GroundingNode(LifecycleNode):
 
     # images and inference -----------------------------------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
+        try:
+            check_compressed(msg) if isinstance(msg, CompressedImage) else check_image(msg)
+        except ValueError as error:
+            self.stats.count("rejected")
+            self.get_logger().warning(f"dropping image: {error}", throttle_duration_sec=2.0)
+            return
         with self._wakeup:
             self.stats.image_received(replaced_unprocessed=self._latest is not None)
             self._latest = msg
@@ -319,6 +336,8 @@ class GroundingNode(LifecycleNode):
             try:
                 self._process(msg)
             except Exception as error:  # the thread must survive anything one frame can do
+                if not self.context.ok():  # the process is going down under this frame: nothing failed
+                    return
                 self.stats.count("failed")
                 self.get_logger().error(f"inference failed on one frame: {error!r}", throttle_duration_sec=5.0)
 
@@ -382,7 +401,9 @@ class GroundingNode(LifecycleNode):
         subscription = self._image_subscription
         image_publishers = subscription.get_publisher_count() if subscription is not None else 0
         waited_s = time.monotonic() - max(self._activated_at, self.stats.last_received)
+        sim_time = self.get_parameter("use_sim_time").value
         values.update({
+            "latency_clock": "ROS sim time (/clock)" if sim_time else "ROS system time",
             "image_topic": subscription.topic_name if subscription is not None else "none",
             "image_publishers": image_publishers,
             "lifecycle_state": state, "model": self._model_description,
@@ -397,6 +418,12 @@ class GroundingNode(LifecycleNode):
                 f"no image for {waited_s:.0f} s from {image_publishers} matched publisher(s); raw images over "
                 "512 KiB are lost over best-effort Fast DDS between processes unless every process sets "
                 "FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA")
+        elif values["latency_median_ms"] < -STAMP_TOLERANCE_MS:
+            level, message = DiagnosticStatus.WARN, (
+                f"image stamps are {-values['latency_median_ms'] / 1000:.3g} s ahead of the node's "
+                f"{values['latency_clock']}, so latency is meaningless: "
+                + ("use_sim_time is set but /clock is not moving, or the camera stamps wall time" if sim_time
+                   else "the camera's clock and this machine's disagree"))
         elif source is not None and not source.health.startswith("ok") and state == "active":
             level, message = DiagnosticStatus.WARN, f"audio: {audio_health}"
         elif "RANDOM" in self._model_description:
@@ -422,18 +449,25 @@ def create_executor(context=None) -> Executor:
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    # rclpy's own signal handlers shut the context down the moment Ctrl-C arrives, while the inference thread
+    # may be publishing a frame into it. Here a signal only asks the loop to end; the node is then taken down in
+    # order (inference thread, audio source, node, context). A lifecycle `shutdown` transition ends it too.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     node = GroundingNode()
     executor = create_executor()
     executor.add_node(node)
     try:
-        while rclpy.ok():  # the events executor's spin() ignores SIGINT and SIGTERM; rclpy.ok() does not
+        while not stop.is_set() and not node.finalized.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.2)
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         pass
     finally:
         if node._worker is not None:
             node.on_deactivate(None)
+        executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

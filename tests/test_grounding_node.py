@@ -307,3 +307,79 @@ def test_a_matched_camera_that_delivers_nothing_is_reported(files):
         count = probe.count("/diagnostics")
         assert probe.wait_for("/diagnostics", count + 1, timeout=5)
         assert diagnostics_values(probe)["_level"] == b"\x00"
+
+
+@pytest.fixture(scope="module")
+def slow_checkpoint(tmp_path_factory):
+    """b0 at 256 px: a few hundred ms per frame on the CPU, so a signal almost surely lands mid-inference."""
+    from avag_core import build_model
+    from avag_core.weights import save_checkpoint
+    path = tmp_path_factory.mktemp("slow") / "b0_256px.pt"
+    save_checkpoint(path, build_model("avagformer_b0", image_size=256))
+    return path
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "lifecycle shutdown"])
+def test_node_process_shuts_down_quietly_while_inferring(files, slow_checkpoint, how):
+    """Ctrl-C, `ros2 launch`'s SIGTERM and a lifecycle shutdown, each while frames are being processed: exit
+    code 0, and neither an ERROR line nor a traceback (rclpy's own handlers used to kill the context under the
+    inference thread, which then logged a false 'inference failed')."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    with ros_domain() as (context, add):
+        probe = add(Probe(context, OUTPUTS))
+        env = {**os.environ, "ROS_DOMAIN_ID": str(context.get_domain_id()), "PYTHONUNBUFFERED": "1"}
+        node = subprocess.Popen([sys.executable, "-m", "avag_ros.grounding_node", "--ros-args",
+                                 "-p", f"checkpoint:={slow_checkpoint}", "-p", "audio.source:=file",
+                                 "-p", f"audio.file:={files['tone']}", "-p", "max_rate_hz:=0.0"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stop_publishing = threading.Event()
+
+        def stream():  # the camera keeps going until the node is gone
+            while not stop_publishing.wait(0.05):
+                probe.publish_rgb(rgb_image(120, 160))
+
+        camera = threading.Thread(target=stream, daemon=True)
+        camera.start()
+        try:
+            assert probe.wait_for("affordance/function_mask", count=3, timeout=60)
+            if how == "lifecycle shutdown":
+                client = probe.create_client(ChangeState, "/affordance_grounding/change_state")
+                assert client.wait_for_service(timeout_sec=10)
+                request = ChangeState.Request()
+                request.transition.id = Transition.TRANSITION_ACTIVE_SHUTDOWN
+                future = client.call_async(request)
+            else:
+                node.send_signal(getattr(signal, how))
+            node.wait(timeout=30)
+        finally:
+            stop_publishing.set()
+            camera.join()
+            if node.poll() is None:
+                node.kill()  # never leave a node spinning after the test
+        output = node.stdout.read()
+        assert node.returncode == 0, output
+        assert "[ERROR]" not in output and "Traceback" not in output, output
+        if how == "lifecycle shutdown" and future.done():  # the reply may be lost as the node exits
+            assert future.result().success
+
+
+def test_sim_time_without_clock_keeps_diagnostics_flowing_and_flags_the_stamps(files):
+    with ros_domain() as (context, add):
+        add(grounding_node(context, files["checkpoint"], files["tone"], use_sim_time=True))
+        probe = add(Probe(context, OUTPUTS))  # stamps with wall time; nobody publishes /clock
+        assert probe.wait_for("/diagnostics", 2, timeout=5)  # the steady 1 Hz timer fires without /clock
+        assert probe.wait_for("affordance/function_mask", publish=lambda: probe.publish_rgb(rgb_image()))
+        count = probe.count("/diagnostics")
+        assert probe.wait_for("/diagnostics", count + 1, timeout=5)
+        values = diagnostics_values(probe)
+        assert values["latency_clock"] == "ROS sim time (/clock)"
+        assert float(values["latency_median_ms"]) < 0  # reported as measured, and flagged:
+        assert values["_level"] == b"\x01" and "ahead of the node's ROS sim time" in values["_message"]
+        assert "/clock is not moving" in values["_message"]
