@@ -28,25 +28,31 @@ _RGB = {
 SUPPORTED_ENCODINGS = tuple(sorted(_RGB))
 
 
-def image_to_rgb(msg: Image) -> np.ndarray:
-    """sensor_msgs/Image -> HxWx3 uint8 RGB. Rows may be padded (step > width x bytes per pixel)."""
+def check_image(msg: Image) -> None:
+    """Raise ValueError if a sensor_msgs/Image cannot be converted. Reads no pixel, so the image callback can
+    afford it: a malformed message is rejected on arrival and never displaces a good frame waiting for the model."""
     encoding = msg.encoding.lower()
     if encoding not in _RGB:
         raise ValueError(f"unsupported image encoding '{msg.encoding}'; supported: {', '.join(SUPPORTED_ENCODINGS)}")
     height, width, step = msg.height, msg.width, msg.step
     if height == 0 or width == 0:
         raise ValueError(f"image has zero size ({width}x{height})")
-    pixel_bytes, convert = _RGB[encoding]
-    row_bytes = width * pixel_bytes
+    row_bytes = width * _RGB[encoding][0]
     if step < row_bytes:
         raise ValueError(f"image step {step} is smaller than width x bytes per pixel ({row_bytes}) for {encoding}")
-    if encoding.startswith("yuv") or encoding == "yuyv":
-        if width % 2:
-            raise ValueError(f"{encoding} needs an even width, got {width}")
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size < step * height:
-        raise ValueError(f"image data has {data.size} bytes, expected step x height = {step * height}")
-    rows = data[:step * height].reshape(height, step)[:, :row_bytes]
+    if (encoding.startswith("yuv") or encoding == "yuyv") and width % 2:
+        raise ValueError(f"{encoding} needs an even width, got {width}")
+    if len(msg.data) != step * height:
+        raise ValueError(f"image data has {len(msg.data)} bytes, expected step x height = {step * height}")
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image -> HxWx3 uint8 RGB. Rows may be padded (step > width x bytes per pixel)."""
+    check_image(msg)
+    encoding = msg.encoding.lower()
+    height, width, step = msg.height, msg.width, msg.step
+    pixel_bytes, convert = _RGB[encoding]
+    rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(height, step)[:, :width * pixel_bytes]
     if encoding == "mono16":
         order = ">" if msg.is_bigendian else "<"
         gray = np.ascontiguousarray(rows).view(f"{order}u2").reshape(height, width)
@@ -54,12 +60,30 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     return np.ascontiguousarray(convert(rows.reshape(height, width, pixel_bytes)))
 
 
+# What compressed_image_transport sends. Each format begins and ends with fixed markers; a truncated file lacks
+# its end, which OpenCV would otherwise decode into a partly grey picture without complaint.
+_MARKERS = {"jpeg": (b"\xff\xd8\xff", b"\xff\xd9"), "png": (b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82")}
+
+
+def check_compressed(msg: CompressedImage) -> None:
+    """Raise ValueError unless a CompressedImage holds a whole JPEG or PNG. Reads only the ends of the data."""
+    if not msg.data:
+        raise ValueError(f"compressed image (format '{msg.format}') has no data")
+    head, tail = bytes(msg.data[:8]), bytes(msg.data[-8:])
+    for name, (start, end) in _MARKERS.items():
+        if head.startswith(start):
+            if not tail.endswith(end):
+                raise ValueError(f"compressed image is a truncated {name} ({len(msg.data)} bytes, no end marker)")
+            return
+    raise ValueError(f"compressed image (format '{msg.format}', {len(msg.data)} bytes) is neither JPEG nor PNG")
+
+
 def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg, png, ...) -> HxWx3 uint8 RGB."""
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    """sensor_msgs/CompressedImage (JPEG or PNG) -> HxWx3 uint8 RGB."""
+    check_compressed(msg)
+    image = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise ValueError(f"cannot decode compressed image (format '{msg.format}', {data.size} bytes)")
+        raise ValueError(f"cannot decode compressed image (format '{msg.format}', {len(msg.data)} bytes)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

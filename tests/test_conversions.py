@@ -74,6 +74,8 @@ def test_little_endian_mono16():
 
 @pytest.mark.parametrize("mutate, message_part", [
     (lambda m: setattr(m, "data", bytes(m.data)[:-1]), "expected step x height"),
+    (lambda m: setattr(m, "data", bytes(m.data) + b"\0"), "expected step x height"),
+    (lambda m: setattr(m, "height", 8000), "expected step x height"),
     (lambda m: setattr(m, "encoding", "bayer_rggb8"), "unsupported image encoding 'bayer_rggb8'"),
     (lambda m: setattr(m, "width", 0), "zero size"),
     (lambda m: setattr(m, "step", 3), "step 3 is smaller"),
@@ -93,7 +95,15 @@ def test_compressed_jpeg_and_png_and_corrupt():
         assert result.shape == smooth.shape
         assert np.abs(result.astype(int) - smooth).mean() < (8 if fmt == ".jpg" else 1e-9)
     with pytest.raises(ValueError, match="cannot decode compressed image"):
-        compressed_to_rgb(CompressedImage(format="jpeg", data=b"\xff\xd8\xff garbage"))
+        compressed_to_rgb(CompressedImage(format="jpeg", data=b"\xff\xd8\xff garbage \xff\xd9"))
+    with pytest.raises(ValueError, match="neither JPEG nor PNG"):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=b"GIF89a not a camera format"))
+    with pytest.raises(ValueError, match="has no data"):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=b""))
+    for fmt in (".jpg", ".png"):  # a truncated file would otherwise decode into a partly grey picture
+        encoded = cv2.imencode(fmt, cv2.cvtColor(smooth, cv2.COLOR_RGB2BGR))[1].tobytes()
+        with pytest.raises(ValueError, match="truncated (jpeg|png)"):
+            compressed_to_rgb(CompressedImage(format=fmt[1:], data=encoded[:len(encoded) // 2]))
 
 
 def test_output_messages_keep_header_and_size():
