@@ -74,6 +74,39 @@ SPECS = (
 )
 
 
+# rclpy declares this one on every node; launch files set it like the node's own.
+USE_SIM_TIME = Spec("use_sim_time", False, "Take ROS time from /clock (simulation, bag playback).")
+
+# launch/grounding.launch.py argument -> the parameter it sets. An argument left empty sets nothing, so the
+# parameter file's value stands.
+LAUNCH_ARGUMENTS = {
+    "checkpoint": "checkpoint", "model": "model", "device": "device", "precision": "precision",
+    "use_compressed": "use_compressed", "threshold": "threshold", "max_rate_hz": "max_rate_hz",
+    "publish_overlay": "publish_overlay", "audio_source": "audio.source", "audio_file": "audio.file",
+    "use_sim_time": "use_sim_time",
+}
+
+
+def spec(name: str) -> Spec:
+    found = next((s for s in (*SPECS, USE_SIM_TIME) if s.name == name), None)
+    if found is None:
+        raise KeyError(f"no parameter named {name!r}")
+    return found
+
+
+def parse_text(name: str, text: str) -> object:
+    """A launch argument's text as the parameter's type; ValueError names the parameter and the bad text."""
+    kind = type(spec(name).default)
+    if kind is bool:
+        if text.strip().lower() not in ("true", "false"):
+            raise ValueError(f"{name} must be true or false, got {text!r}")
+        return text.strip().lower() == "true"
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a {kind.__name__}, got {text!r}") from None
+
+
 @dataclass(frozen=True)
 class GroundingSettings:
     checkpoint: str

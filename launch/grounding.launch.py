@@ -1,41 +1,51 @@
 """Start the affordance grounding node.
 
     ros2 launch avag_ros grounding.launch.py checkpoint:=/path/model.pt image_topic:=/camera/image_raw
+    ros2 launch avag_ros grounding.launch.py --show-args
+
+Every argument but params_file, image_topic, namespace and log_level sets the node parameter of (about) the same
+name; left empty, it sets nothing and the parameter file's value stands.
 """
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
 
-ARGUMENTS = {
+from avag_ros.parameters import LAUNCH_ARGUMENTS, parse_text, spec
+
+LAUNCH_ONLY = {
     "params_file": ("Parameter file of the node",
                     PathJoinSubstitution([get_package_share_directory("avag_ros"), "config", "grounding.yaml"])),
-    "checkpoint": ("Trained AVAGFormer checkpoint; empty runs random weights", ""),
-    "image_topic": ("Camera image topic (sensor_msgs/Image)", "/camera/image_raw"),
-    "audio_source": ("microphone, file or topic", "microphone"),
+    "image_topic": ("Camera image topic (sensor_msgs/Image); image/compressed follows it", "/camera/image_raw"),
     "namespace": ("Namespace of the node and its topics", ""),
-    "use_sim_time": ("Use /clock", "false"),
+    "log_level": ("Log level of the node: debug, info, warn, error or fatal", "info"),
 }
 
 
-def generate_launch_description() -> LaunchDescription:
-    config = {name: LaunchConfiguration(name) for name in ARGUMENTS}
-    node = Node(
+def _node(context) -> list[Node]:
+    overrides = {}
+    for argument, parameter in LAUNCH_ARGUMENTS.items():
+        text = LaunchConfiguration(argument).perform(context)
+        if text:
+            overrides[parameter] = parse_text(parameter, text)
+    image_topic = LaunchConfiguration("image_topic")
+    return [Node(
         package="avag_ros",
         executable="grounding_node",
         name="affordance_grounding",
-        namespace=config["namespace"],
+        namespace=LaunchConfiguration("namespace"),
         output="screen",
-        parameters=[config["params_file"], {
-            "checkpoint": ParameterValue(config["checkpoint"], value_type=str),
-            "audio.source": ParameterValue(config["audio_source"], value_type=str),
-            "use_sim_time": ParameterValue(config["use_sim_time"], value_type=bool),
-        }],
-        remappings=[("image", config["image_topic"]),
-                    ("image/compressed", [config["image_topic"], "/compressed"])],
-    )
+        parameters=[LaunchConfiguration("params_file"), overrides],
+        ros_arguments=["--log-level", LaunchConfiguration("log_level")],
+        remappings=[("image", image_topic), ("image/compressed", [image_topic, "/compressed"])],
+    )]
+
+
+def generate_launch_description() -> LaunchDescription:
     declared = [DeclareLaunchArgument(name, default_value=default, description=description)
-                for name, (description, default) in ARGUMENTS.items()]
-    return LaunchDescription([*declared, node])
+                for name, (description, default) in LAUNCH_ONLY.items()]
+    declared += [DeclareLaunchArgument(argument, default_value="", description=(
+                     f"Sets parameter '{parameter}': {spec(parameter).description} Empty: the params file's value."))
+                 for argument, parameter in LAUNCH_ARGUMENTS.items()]
+    return LaunchDescription([*declared, OpaqueFunction(function=_node)])

@@ -5,12 +5,17 @@ import importlib.util
 import pytest
 import yaml
 
-from avag_ros.parameters import SPECS
+from avag_ros.parameters import LAUNCH_ARGUMENTS, SPECS, parse_text
 
 from conftest import REPO
 
 LAUNCH_FILE = REPO / "launch" / "grounding.launch.py"
-EXPECTED_ARGUMENTS = {"params_file", "checkpoint", "image_topic", "audio_source", "namespace", "use_sim_time"}
+LAUNCH_ONLY_ARGUMENTS = {"params_file", "image_topic", "namespace", "log_level"}
+EXPECTED_ARGUMENTS = LAUNCH_ONLY_ARGUMENTS | set(LAUNCH_ARGUMENTS)
+# What users set most (issue 10), each with a text as typed on the command line.
+TYPED = {"checkpoint": "/models/avag.pt", "model": "avagformer_b5", "device": "cpu", "precision": "fp32",
+         "use_compressed": "true", "threshold": "0.7", "max_rate_hz": "2", "publish_overlay": "False",
+         "audio_source": "file", "audio_file": "/sounds/peel.wav", "use_sim_time": "true"}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -45,8 +50,9 @@ def test_launch_file_declares_its_arguments_and_points_at_the_installed_config()
     # installed executable, and its default parameter file is one setup.py installs.
     tree = ast.parse(LAUNCH_FILE.read_text())
     arguments = next(node for node in ast.walk(tree) if isinstance(node, ast.Assign)
-                     and any(getattr(t, "id", "") == "ARGUMENTS" for t in node.targets))
-    assert {key.value for key in arguments.value.keys} == EXPECTED_ARGUMENTS
+                     and any(getattr(t, "id", "") == "LAUNCH_ONLY" for t in node.targets))
+    assert {key.value for key in arguments.value.keys} == LAUNCH_ONLY_ARGUMENTS
+    assert "LAUNCH_ARGUMENTS" in {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
     strings = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
     assert {"avag_ros", "grounding_node", "config", "grounding.yaml", "image"} <= strings
     setup = (REPO / "setup.py").read_text()
@@ -71,3 +77,35 @@ def test_parameter_file_loads_into_a_namespaced_node(tmp_path):
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_every_launch_argument_sets_a_declared_parameter_with_the_right_type():
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+
+    from avag_ros.grounding_node import GroundingNode
+
+    assert set(TYPED) == set(LAUNCH_ARGUMENTS)
+    assert {spec.name for spec in SPECS} | {"use_sim_time"} >= set(LAUNCH_ARGUMENTS.values())
+    values = {LAUNCH_ARGUMENTS[argument]: parse_text(LAUNCH_ARGUMENTS[argument], text)
+              for argument, text in TYPED.items()}
+    assert values["threshold"] == 0.7 and values["max_rate_hz"] == 2.0 and values["use_compressed"] is True
+    assert values["publish_overlay"] is False and values["checkpoint"] == "/models/avag.pt"
+    context = Context()
+    rclpy.init(context=context)
+    try:  # rclpy refuses an override whose type differs from the declared parameter's
+        node = GroundingNode(context=context, parameter_overrides=[
+            Parameter("autostart", value=False), *(Parameter(k, value=v) for k, v in values.items())])
+        assert node.settings.threshold == 0.7 and node.settings.audio_file == "/sounds/peel.wav"
+        assert node.settings.max_rate_hz == 2.0 and node.get_parameter("use_sim_time").value is True
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
+@pytest.mark.parametrize("parameter, text", [("threshold", "high"), ("use_compressed", "yes please"),
+                                             ("audio.sample_rate", "16k")])
+def test_a_mistyped_launch_argument_names_the_parameter(parameter, text):
+    with pytest.raises(ValueError, match=f"{parameter} must be"):
+        parse_text(parameter, text)
