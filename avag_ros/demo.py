@@ -51,7 +51,8 @@ SETTLE_S = AUDIO_WINDOW_S + 1.5
 def describe_weights(path: Path) -> str:
     payload = load_checkpoint(path)
     config = payload["config"]
-    description = f"{path}: {config['backbone']} backbone, {config['image_size']} px, {config['audio_encoder']} audio"
+    encoder = config.get("audio_encoder", "vggish")  # format-1 checkpoints predate the choice
+    description = f"{path}: {config['backbone']} backbone, {config['image_size']} px, {encoder} audio"
     if "step" in payload:
         val = payload.get("val", {})
         description += (f", trained {payload['step']} steps on the synthetic task"
