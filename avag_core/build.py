@@ -17,7 +17,7 @@ from typing import Any
 
 from .config import AVAGFormerConfig
 from .modeling import AVAGFormer
-from .weights import load_pvt_v2_weights, load_vggish_weights
+from .weights import load_checkpoint, load_pvt_v2_weights, load_state_dict_strictly, load_vggish_weights
 
 PRESETS: dict[str, AVAGFormerConfig] = {
     "avagformer_b5": AVAGFormerConfig(backbone="pvt_v2_b5"),
@@ -47,4 +47,13 @@ def build_model(name: str, *, backbone_weights: str | os.PathLike | None = None,
         if model.config.audio_encoder != "vggish":
             raise ValueError(f"vggish_weights given but the audio encoder is {model.config.audio_encoder!r}")
         load_vggish_weights(model.audio_encoder, vggish_weights)
+    return model
+
+
+def load_model(checkpoint: str | os.PathLike, **overrides: Any) -> AVAGFormer:
+    """The model a checkpoint of ours describes, with its weights; `overrides` replace config fields that do not
+    change the weights (image_size)."""
+    payload = load_checkpoint(checkpoint)
+    model = AVAGFormer(dataclasses.replace(AVAGFormerConfig.from_dict(payload["config"]), **overrides))
+    load_state_dict_strictly(model, payload["model"], str(checkpoint))
     return model

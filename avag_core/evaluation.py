@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Subset
 from .data.dataset import load_mask
 from .metrics import AffordanceScores
 from .modeling import AVAGFormer
-from .predictor import autocast_for
+from .backends import autocast_for
 
 # Called per sample with (name, function_prob, dependency_prob) at the scored resolution.
 PredictionSink = Callable[[str, torch.Tensor, torch.Tensor], None]

@@ -1,35 +1,28 @@
 """The user-facing predictor: image + sound in, function and dependency masks out, at the image's own size."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
+import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .audio import audio_to_model_input
-from .build import build_model
+from .backends import EXPORTED_BACKENDS, InferenceBackend, TorchBackend, backend_class
+from .build import build_model, load_model
 from .config import AVAGFormerConfig
+from .export import export_onnx, exported_checkpoint
 from .image import IMAGENET_MEAN, IMAGENET_STD, as_rgb
 from .modeling import AVAGFormer
-from .weights import load_checkpoint, load_state_dict_strictly
 
 logger = logging.getLogger(__name__)
-
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed-precision context for fp16/bf16; nothing for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=PRECISIONS[precision])
 
 
 @dataclass
@@ -38,24 +31,6 @@ class AffordancePrediction:
     dependency_prob: np.ndarray
     function_mask: np.ndarray  # bool HxW
     dependency_mask: np.ndarray
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' picks the first GPU when there is one; also accepts 'cpu', 'cuda', 'cuda:N'."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"invalid device {device!r}; use auto, cpu, cuda or cuda:N") from error
-    if resolved.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
-    return resolved
 
 
 class AudioEmbeddingCache:
@@ -74,14 +49,13 @@ class AudioEmbeddingCache:
         return len(self._entries)
 
     @torch.no_grad()
-    def embed(self, model: AVAGFormer, windows: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """windows [n, 1, 96, 64] on the CPU -> embeddings [n, 128] on `device`."""
+    def embed(self, encode: Callable[[torch.Tensor], torch.Tensor], windows: torch.Tensor) -> torch.Tensor:
+        """windows [n, 1, 96, 64] on the CPU -> embeddings [n, 128], each computed by `encode` at most once."""
         keys = [hashlib.blake2b(w.numpy().tobytes(), digest_size=16).digest() for w in windows]
         missing = list(dict.fromkeys(k for k in keys if k not in self._entries))
         if missing:
             first = {k: i for i, k in reversed(list(enumerate(keys)))}
-            batch = windows[[first[k] for k in missing]].to(device)
-            for key, embedding in zip(missing, model.audio_encoder(batch).float()):
+            for key, embedding in zip(missing, encode(windows[[first[k] for k in missing]])):
                 self._entries[key] = embedding
         for key in keys:
             self._entries.move_to_end(key)
@@ -92,23 +66,16 @@ class AudioEmbeddingCache:
 
 
 class AffordancePredictor:
-    """Runs an AVAGFormer on raw inputs.
+    """Runs an AVAGFormer on raw inputs, through any backend (avag_core.backends).
 
     Images are HxWx3 uint8 RGB of any size; HxW / HxWx1 gray and HxWx4 RGBA are converted to RGB (alpha is
     dropped). Audio is a waveform (1-D, or [samples, channels]) at any positive sample rate.
     """
 
-    def __init__(self, model: AVAGFormer, device: str | torch.device = "auto", precision: str = "fp32",
-                 threshold: float = 0.5) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-        self.device = resolve_device(device)
-        if precision != "fp32" and self.device.type != "cuda":
-            raise ValueError(f"precision {precision!r} needs a CUDA device; on {self.device} use fp32")
+    def __init__(self, backend: InferenceBackend, threshold: float = 0.5) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-        self.model = model.to(self.device).eval()
-        self.precision = precision
+        self.backend = backend
         self.threshold = threshold
         self.audio_cache = AudioEmbeddingCache()
         mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255
@@ -117,23 +84,48 @@ class AffordancePredictor:
 
     @property
     def config(self) -> AVAGFormerConfig:
-        return self.model.config
+        return self.backend.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.backend.device
+
+    @classmethod
+    def from_model(cls, model: AVAGFormer, device: str | torch.device = "auto", precision: str = "fp32",
+                   threshold: float = 0.5, backend: str = "torch") -> "AffordancePredictor":
+        """Run a model in memory; an exported backend gets it through a temporary export."""
+        backend_type = backend_class(backend)
+        if backend_type is TorchBackend:
+            return cls(TorchBackend(model, device, precision), threshold)
+        backend_type.resolve_target(str(device), precision)  # before the export, which takes a while
+        with tempfile.TemporaryDirectory(prefix="avagformer-onnx-") as folder:
+            return cls(backend_type(export_onnx(model, folder), str(device), precision), threshold)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "auto",
-                        precision: str = "fp32", threshold: float = 0.5) -> "AffordancePredictor":
-        payload = load_checkpoint(path)
-        model = AVAGFormer(AVAGFormerConfig.from_dict(payload["config"]))
-        load_state_dict_strictly(model, payload["model"], str(path))
-        return cls(model, device, precision, threshold)
+                        precision: str = "fp32", threshold: float = 0.5,
+                        backend: str = "torch") -> "AffordancePredictor":
+        """`path` is a `.pt` checkpoint, or for onnxruntime and openvino also an export folder. A checkpoint
+        runs on those after a one-time export into the cache (avag_core.export.exported_checkpoint)."""
+        backend_type = backend_class(backend)
+        path = Path(path)
+        if backend_type is TorchBackend:
+            if path.is_dir():
+                raise ValueError(f"{path} is a folder: the torch backend needs the .pt checkpoint; an export "
+                                 f"folder runs on {' or '.join(EXPORTED_BACKENDS)}")
+            return cls(TorchBackend(load_model(path), device, precision), threshold)
+        if path.is_dir():
+            return cls(backend_type(path, str(device), precision), threshold)
+        backend_type.resolve_target(str(device), precision)
+        return cls(backend_type(exported_checkpoint(path), str(device), precision), threshold)
 
     @classmethod
     def from_preset(cls, name: str, device: str | torch.device = "auto", precision: str = "fp32",
-                    threshold: float = 0.5, **overrides) -> "AffordancePredictor":
+                    threshold: float = 0.5, backend: str = "torch", **overrides) -> "AffordancePredictor":
         """Random weights (plus any local encoder weights passed through): for tests and latency, not for use."""
         logger.warning("AVAGFormer preset %s has RANDOM weights: its masks are meaningless. "
                        "Load a trained checkpoint for real use.", name)
-        return cls(build_model(name, **overrides), device, precision, threshold)
+        return cls.from_model(build_model(name, **overrides), device, precision, threshold, backend)
 
     def prepare_image(self, image: np.ndarray) -> torch.Tensor:
         """-> [1, 3, S, S] normalised, resized (aspect ratio not kept, as in training) to the model's size."""
@@ -164,13 +156,10 @@ class AffordancePredictor:
         windows = [self.prepare_audio(a, r) for a, r in zip(audios, rates)]
         height, width = np.asarray(image).shape[:2]
         pixels = self.prepare_image(image)
-        with autocast_for(self.device, self.precision):
-            embeddings = torch.stack([self.audio_cache.embed(self.model, w, self.device) for w in windows])
-            visual = self.model.encode_image(pixels)
-            visual = [v.expand(len(audios), -1, -1, -1) for v in visual]
-            output = self.model.decode(visual, embeddings)
-        function_prob = self._to_prediction(output.function_logits, height, width)
-        dependency_prob = self._to_prediction(output.dependency_logits, height, width)
+        embeddings = torch.stack([self.audio_cache.embed(self.backend.embed_audio, w) for w in windows])
+        function_logits, dependency_logits = self.backend.decode(self.backend.encode_image(pixels), embeddings)
+        function_prob = self._to_prediction(function_logits, height, width)
+        dependency_prob = self._to_prediction(dependency_logits, height, width)
         return [AffordancePrediction(f, d, f > self.threshold, d > self.threshold)
                 for f, d in zip(function_prob, dependency_prob)]
 

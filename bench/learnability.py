@@ -96,7 +96,7 @@ def main() -> None:
     for label, dataset in (("true", val), ("other", ReplacedSound(val, "other", args.seed)),
                            ("silence", ReplacedSound(val, "silence"))):
         loader = DataLoader(dataset, batch_size=16, num_workers=1)
-        scores = score_model(predictor.model, loader, predictor.device).result()
+        scores = score_model(predictor.backend.model, loader, predictor.device).result()
         results[label] = {key: scores[key] for key in METRICS}
         print(f"| {label} | " + " | ".join(f"{scores[key]:.2f}" for key in METRICS) + " |", flush=True)
     drop = results["true"]["mIoU_f"] - results["other"]["mIoU_f"]

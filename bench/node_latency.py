@@ -113,7 +113,7 @@ def main() -> None:
     pixels = predictor.prepare_image(image)
     windows = predictor.prepare_audio(audio, 16000)[None]
     with torch.inference_mode():
-        forward_ms = median_ms(lambda: predictor.model(pixels, windows), 10)
+        forward_ms = median_ms(lambda: predictor.backend.model(pixels, windows), 10)
     del predictor
 
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # read by rclpy.init, inherited by the prober

@@ -119,7 +119,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
     assert predictor.config == model.config
     images, audio = torch.randn(1, 3, SMALL_IMAGE, SMALL_IMAGE), torch.randn(1, 20, 1, 96, 64)
     with torch.no_grad():
-        for a, b in zip(model(images, audio), predictor.model(images, audio)):
+        for a, b in zip(model(images, audio), predictor.backend.model(images, audio)):
             assert torch.equal(a, b)
 
 
@@ -176,7 +176,7 @@ def test_format_1_checkpoint_with_vggish_keys_still_loads(tmp_path):
     assert any(k.startswith("vggish.") for k in payload["model"])
     torch.save(payload, path)
     predictor = AffordancePredictor.from_checkpoint(path, device="cpu")
-    assert torch.equal(predictor.model.audio_encoder.embeddings[4].weight, model.audio_encoder.embeddings[4].weight)
+    assert torch.equal(predictor.backend.model.audio_encoder.embeddings[4].weight, model.audio_encoder.embeddings[4].weight)
     payload["version"] = 7
     torch.save(payload, path)
     with pytest.raises(ValueError, match="checkpoint version 7"):

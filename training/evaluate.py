@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                                         augment=False)
             loader = DataLoader(dataset, args.batch_size, num_workers=args.num_workers)
             sink = MaskWriter(args.save_masks, dataset) if args.save_masks else None
-            scores = score_model(predictor.model, loader, predictor.device, args.precision, args.original_size,
+            scores = score_model(predictor.backend.model, loader, predictor.device, args.precision, args.original_size,
                                  sink, progress=lambda it: tqdm(it, desc=f"evaluating {args.split}"))
             if sink:
                 sink.write_grid()

@@ -49,7 +49,8 @@ from avag_core.evaluation import score_model
 from avag_core.losses import affordance_loss
 from avag_core.metrics import AffordanceScores
 from avag_core.optim import parameter_groups, recalibrate_batch_norm, set_learning_rate
-from avag_core.predictor import AudioEmbeddingCache, autocast_for, resolve_device
+from avag_core.backends import autocast_for, resolve_device
+from avag_core.predictor import AudioEmbeddingCache
 from avag_core.weights import load_checkpoint, load_state_dict_strictly, save_checkpoint
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     def audio_inputs(log_mel: torch.Tensor) -> dict:
         if audio_cache is None:
             return {"log_mel": log_mel.to(device)}
-        embeddings = audio_cache.embed(model, log_mel.flatten(0, 1), device)
+        embeddings = audio_cache.embed(lambda w: model.audio_encoder(w.to(device)).float(), log_mel.flatten(0, 1))
         return {"audio_embeddings": embeddings.view(*log_mel.shape[:2], -1)}
 
     def forward_only(batch: dict) -> None:

@@ -34,8 +34,9 @@ class MaskConditionedAttention(nn.Module):
         slopes = torch.einsum("bcn,c->bn", queries, self.key.weight.view(dim)) / math.sqrt(dim)
         mask = mask_logits.flatten(1)  # [B, N]
         expected = torch.cat([
-            (torch.softmax(slopes[:, rows, None] * mask[:, None, :], dim=-1) * mask[:, None, :]).sum(-1)
-            for rows in torch.arange(slopes.shape[1], device=features.device).split(ROW_CHUNK)
+            (torch.softmax(slopes[:, start:start + ROW_CHUNK, None] * mask[:, None, :], dim=-1)
+             * mask[:, None, :]).sum(-1)
+            for start in range(0, slopes.shape[1], ROW_CHUNK)
         ], dim=1)
         values = expected[:, None, :] * self.value.weight.view(1, dim, 1) + self.value.bias.view(1, dim, 1)
         return features + self.out_proj(values.view(batch, dim, height, width))

@@ -1,0 +1,257 @@
+"""Export an AVAGFormer to ONNX for the onnxruntime and OpenVINO backends (and TensorRT through onnxruntime).
+
+    python -m avag_core.export (--checkpoint CKPT | --model PRESET) --out DIR [--image-size N] [--opset K]
+
+The model is split where the predictor reuses work, so a runtime runs each part only when it must:
+
+| graph                | inputs                                             | outputs                              |
+|----------------------|----------------------------------------------------|--------------------------------------|
+| image_encoder.onnx   | pixels [1, 3, S, S] (ImageNet-normalised)          | visual_stride8/16/32 (FPN maps)      |
+| audio_encoder.onnx   | log_mel [windows, 1, 96, 64] (any window count)    | embeddings [windows, 128]            |
+| head.onnx            | the three FPN maps + audio_embeddings [1, T, 128]  | function/dependency_logits [1,1,S,S] |
+
+The image side runs once per frame whatever the number of sounds, and the audio encoder only on windows the
+predictor has not embedded yet (padding windows once). avagformer.json beside them holds the model config,
+the graphs' signatures, the input normalisation, the threshold and where the weights came from.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .audio import EXAMPLE_FRAMES, MEL_BANDS
+from .build import PRESETS, build_model, load_model
+from .config import AVAGFormerConfig
+from .image import IMAGENET_MEAN, IMAGENET_STD
+from .modeling import AVAGFormer
+from .modeling.vggish import EMBEDDING_DIM
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "avagformer.json"
+EXPORT_FORMAT = 1
+# GridSample (the deformable sampling) needs opset 16, LayerNormalization 17; 18 is read by onnxruntime,
+# OpenVINO and TensorRT 10 alike.
+DEFAULT_OPSET = 18
+VISUAL_OUTPUTS = ("visual_stride8", "visual_stride16", "visual_stride32")
+# Shapes hold ints, or None for an axis the graph leaves free.
+Shape = tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class GraphSignature:
+    file: str
+    inputs: dict[str, Shape]
+    outputs: dict[str, Shape]
+
+
+def graph_signatures(config: AVAGFormerConfig) -> dict[str, GraphSignature]:
+    """What each exported graph takes and returns, derived from the config alone: export writes graphs with
+    these signatures and the runtimes check the files they open against them."""
+    size, channels = config.image_size, config.fpn_dim
+    visual = {name: (1, channels, size // stride, size // stride)
+              for name, stride in zip(VISUAL_OUTPUTS, (8, 16, 32))}
+    logits = (1, 1, size, size)
+    return {
+        "image_encoder": GraphSignature("image_encoder.onnx", {"pixels": (1, 3, size, size)}, visual),
+        "audio_encoder": GraphSignature("audio_encoder.onnx", {"log_mel": (None, 1, EXAMPLE_FRAMES, MEL_BANDS)},
+                                        {"embeddings": (None, EMBEDDING_DIM)}),
+        "head": GraphSignature("head.onnx",
+                               {**visual, "audio_embeddings": (1, config.num_audio_windows, EMBEDDING_DIM)},
+                               {"function_logits": logits, "dependency_logits": logits}),
+    }
+
+
+class ImageEncoderGraph(nn.Module):
+    def __init__(self, model: AVAGFormer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model.encode_image(pixels))
+
+
+class HeadGraph(nn.Module):
+    """One sound per run: the head's chunking is sized from the batch at trace time, so the batch is fixed."""
+
+    def __init__(self, model: AVAGFormer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, stride8: torch.Tensor, stride16: torch.Tensor, stride32: torch.Tensor,
+                audio_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output = self.model.decode([stride8, stride16, stride32], audio_embeddings)
+        return output.function_logits, output.dependency_logits
+
+
+def _export_graph(module: nn.Module, example: tuple[torch.Tensor, ...], path: Path, signature: GraphSignature,
+                  opset: int) -> None:
+    free_axes = {name: {axis: "windows" for axis, size in enumerate(shape) if size is None}
+                 for name, shape in {**signature.inputs, **signature.outputs}.items()}
+    with warnings.catch_warnings():
+        # The TorchScript exporter, deprecated but kept on purpose: torch.export cannot trace the head's
+        # size-dependent chunking. Its tracer warns about every Python int taken from a shape; all of them are
+        # fixed by the signature.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(module, example, str(path), input_names=list(signature.inputs),
+                          output_names=list(signature.outputs),
+                          dynamic_axes={k: v for k, v in free_axes.items() if v}, opset_version=opset,
+                          dynamo=False)
+    import onnx
+
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_onnx(model: AVAGFormer, out_dir: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
+                threshold: float = 0.5, source: dict | None = None) -> Path:
+    """Write the three graphs and their manifest into `out_dir`; returns it.
+
+    The files are written into a temporary folder beside `out_dir` and moved in with the manifest last, so a
+    folder with a manifest is always complete.
+    """
+    import onnx
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    signatures = graph_signatures(config)
+    model = model.float().cpu().eval()
+    size = config.image_size
+    with torch.no_grad():
+        pixels = torch.randn(1, 3, size, size)
+        visual = tuple(model.encode_image(pixels))
+        log_mel = torch.randn(2, 1, EXAMPLE_FRAMES, MEL_BANDS)
+        embeddings = torch.rand(1, config.num_audio_windows, EMBEDDING_DIM)
+    examples = {"image_encoder": (ImageEncoderGraph(model), (pixels,)),
+                "audio_encoder": (model.audio_encoder, (log_mel,)),
+                "head": (HeadGraph(model), (*visual, embeddings))}
+    manifest = {
+        "format": EXPORT_FORMAT,
+        "config": config.to_dict(),
+        "graphs": {name: {"file": s.file, "inputs": s.inputs, "outputs": s.outputs} for name, s in signatures.items()},
+        "normalisation": {"input": "RGB uint8 resized to image_size x image_size (bilinear, antialiased)",
+                          "mean": [255 * m for m in IMAGENET_MEAN], "std": [255 * s for s in IMAGENET_STD]},
+        "threshold": threshold,
+        "source": source or {},
+        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "opset": opset},
+    }
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for name, (module, example) in examples.items():
+            _export_graph(module, example, staging / signatures[name].file, signatures[name], opset)
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+        (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+        for signature in signatures.values():
+            os.replace(staging / signature.file, out_dir / signature.file)
+        os.replace(staging / MANIFEST_NAME, out_dir / MANIFEST_NAME)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+@dataclass(frozen=True)
+class ExportManifest:
+    folder: Path
+    config: AVAGFormerConfig
+    threshold: float
+    source: dict
+
+
+def read_manifest(folder: str | os.PathLike) -> ExportManifest:
+    """An export folder's manifest, checked for what the runtimes rely on."""
+    folder = Path(folder)
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        raise ValueError(f"{folder} is not an AVAGFormer export folder: {MANIFEST_NAME} is missing "
+                         "(write one with python -m avag_core.export)")
+    try:
+        manifest = json.loads(path.read_text())
+        if manifest.get("format") != EXPORT_FORMAT:
+            raise ValueError(f"export format {manifest.get('format')!r}, this version reads {EXPORT_FORMAT}")
+        config = AVAGFormerConfig.from_dict(manifest["config"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path} is not a valid export manifest: {error}") from error
+    for signature in graph_signatures(config).values():
+        if not (folder / signature.file).is_file():
+            raise ValueError(f"export folder {folder} lacks {signature.file}")
+    return ExportManifest(folder, config, float(manifest.get("threshold", 0.5)), manifest.get("source", {}))
+
+
+def cache_root() -> Path:
+    """Where exports of checkpoints are kept: $AVAG_ROS_CACHE_DIR, else $XDG_CACHE_HOME/avag_ros."""
+    if os.environ.get("AVAG_ROS_CACHE_DIR"):
+        return Path(os.environ["AVAG_ROS_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "avag_ros"
+
+
+def exported_checkpoint(checkpoint: str | os.PathLike) -> Path:
+    """The export folder of a `.pt` checkpoint, made on first use and reused after: the cache key is the file's
+    content (not its name or time), so a retrained checkpoint at the same path is exported again."""
+    checkpoint = Path(checkpoint)
+    digest = file_digest(checkpoint)
+    folder = cache_root() / "onnx" / f"{digest[:24]}-format{EXPORT_FORMAT}-opset{DEFAULT_OPSET}"
+    if not (folder / MANIFEST_NAME).is_file():
+        logger.info("exporting %s to ONNX once, into %s", checkpoint, folder)
+        export_onnx(load_model(checkpoint), folder,
+                    source={"checkpoint": str(checkpoint.resolve()), "sha256": digest})
+    return folder
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m avag_core.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="trained AVAGFormer checkpoint (.pt)")
+    source.add_argument("--model", choices=sorted(PRESETS), help="preset with RANDOM weights (benchmarks only)")
+    parser.add_argument("--out", required=True, help="export folder (created if missing)")
+    parser.add_argument("--image-size", type=int, help="input size baked into the graphs (default: the model's)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--threshold", type=float, default=0.5, help="mask threshold recorded in the manifest")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        overrides = {"image_size": args.image_size} if args.image_size else {}
+        if args.checkpoint:
+            model = load_model(args.checkpoint, **overrides)
+            source = {"checkpoint": str(Path(args.checkpoint).resolve()), "sha256": file_digest(args.checkpoint)}
+        else:
+            model = build_model(args.model, **overrides)
+            source = {"preset": args.model, "weights": "random"}
+        if args.opset < 17:
+            raise ValueError(f"opset {args.opset} is too old: the graphs need opset 17 or newer")
+        folder = export_onnx(model, args.out, opset=args.opset, threshold=args.threshold, source=source)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    sizes = {p.name: p.stat().st_size / 2**20 for p in sorted(folder.glob("*.onnx"))}
+    print(f"wrote {folder}: " + ", ".join(f"{name} ({mib:.1f} MiB)" for name, mib in sizes.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
