@@ -34,7 +34,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from avag_core import AffordancePredictor
 from avag_core.audio import EXAMPLE_SECONDS
 from avag_core.image import overlay
-from avag_core.predictor import PRECISIONS, resolve_device
+from avag_core.backends import backend_class
 
 from . import parameters
 from .audio_sources import AudioSource, FileSource, MicrophoneSource, TopicSource
@@ -174,17 +174,16 @@ class GroundingNode(LifecycleNode):
         settings = self.settings = parameters.read(self)
         log = self.get_logger()
         try:
-            resolve_device(settings.device)
+            # Device, precision and the runtime package first: they fail in a second, the export in minutes.
+            backend_class(settings.backend).resolve_target(settings.device, settings.precision)
         except ValueError as error:
-            log.error(f"cannot configure: parameter 'device': {error}")
-            return TransitionCallbackReturn.FAILURE
-        if settings.precision not in PRECISIONS:
-            log.error(f"cannot configure: parameter 'precision' must be one of {sorted(PRECISIONS)}")
+            log.error(f"cannot configure: parameters 'backend', 'device', 'precision': {error}")
             return TransitionCallbackReturn.FAILURE
         try:
             if settings.checkpoint:
                 self.predictor = AffordancePredictor.from_checkpoint(settings.checkpoint, settings.device,
-                                                                     settings.precision, settings.threshold)
+                                                                     settings.precision, settings.threshold,
+                                                                     settings.backend)
                 self._model_description = f"{settings.checkpoint} ({self.predictor.config.backbone})"
             else:
                 log.warning("=" * 72)
@@ -192,7 +191,7 @@ class GroundingNode(LifecycleNode):
                             "meaningless; set the 'checkpoint' parameter for real use.")
                 log.warning("=" * 72)
                 self.predictor = AffordancePredictor.from_preset(settings.model, settings.device, settings.precision,
-                                                                 settings.threshold)
+                                                                 settings.threshold, settings.backend)
                 self._model_description = f"{settings.model} (RANDOM WEIGHTS)"
         except (ValueError, FileNotFoundError) as error:
             name = "checkpoint" if settings.checkpoint else "model"
@@ -205,8 +204,8 @@ class GroundingNode(LifecycleNode):
                       f": {error}")
             self.predictor = None
             return TransitionCallbackReturn.FAILURE
-        log.info(f"configured: model {self._model_description} on {self.predictor.device} ({settings.precision}), "
-                 f"audio from {settings.audio_source}")
+        log.info(f"configured: model {self._model_description} on {self.predictor.backend.description} "
+                 f"({settings.precision}), audio from {settings.audio_source}")
         return TransitionCallbackReturn.SUCCESS
 
     def _make_audio_source(self, settings: parameters.GroundingSettings) -> AudioSource:
@@ -407,7 +406,7 @@ class GroundingNode(LifecycleNode):
             "image_topic": subscription.topic_name if subscription is not None else "none",
             "image_publishers": image_publishers,
             "lifecycle_state": state, "model": self._model_description,
-            "device": str(self.predictor.device) if self.predictor is not None else "none",
+            "device": self.predictor.backend.description if self.predictor is not None else "none",
             "precision": self.settings.precision, "audio_source": self.settings.audio_source,
             "audio_health": audio_health, "audio_level_db": audio_level, "sound_event_active": self._sound_active,
         })

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from avag_core.backends import BACKENDS
 from avag_core.build import PRESETS
 
 AUDIO_SOURCES = ("microphone", "file", "topic")
-DEVICES_HELP = "auto, cpu, cuda or cuda:N"
+DEVICES_HELP = "auto, cpu, cuda or cuda:N (torch, onnxruntime); auto, cpu or gpu (openvino)"
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,17 @@ class Spec:
 
 
 SPECS = (
-    Spec("checkpoint", "", "Trained AVAGFormer checkpoint (.pt). Empty: run `model` with RANDOM weights "
-         "(tests and latency measurements only).", read_only=True),
+    Spec("checkpoint", "", "Trained AVAGFormer checkpoint (.pt), or for the onnxruntime and openvino backends "
+         "also an export folder (python -m avag_core.export). Empty: run `model` with RANDOM weights (tests and "
+         "latency measurements only).", read_only=True),
+    Spec("backend", "torch", "What runs the model: PyTorch, or the exported ONNX graphs on ONNX Runtime "
+         "(TensorRT, CUDA, CPU) or OpenVINO (CPU, Intel GPU). A .pt checkpoint is exported once into the cache.",
+         read_only=True, choices=BACKENDS),
     Spec("model", "avagformer_b0", "Preset used when no checkpoint is given.", read_only=True,
          choices=tuple(sorted(PRESETS))),
     Spec("device", "auto", f"Inference device: {DEVICES_HELP}.", read_only=True),
-    Spec("precision", "fp32", "fp32, or fp16/bf16 autocast on CUDA.", read_only=True, choices=("fp32", "fp16", "bf16")),
+    Spec("precision", "fp32", "fp32, or fp16/bf16 autocast on CUDA (torch); fp16 with TensorRT (onnxruntime); "
+         "fp16/bf16 on an OpenVINO GPU.", read_only=True, choices=("fp32", "fp16", "bf16")),
     Spec("use_compressed", False, "Subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image.",
          read_only=True),
     Spec("autostart", True, "Configure and activate on start-up, so `ros2 run` just works.", read_only=True),
@@ -80,7 +86,8 @@ USE_SIM_TIME = Spec("use_sim_time", False, "Take ROS time from /clock (simulatio
 # launch/grounding.launch.py argument -> the parameter it sets. An argument left empty sets nothing, so the
 # parameter file's value stands.
 LAUNCH_ARGUMENTS = {
-    "checkpoint": "checkpoint", "model": "model", "device": "device", "precision": "precision",
+    "checkpoint": "checkpoint", "backend": "backend", "model": "model", "device": "device",
+    "precision": "precision",
     "use_compressed": "use_compressed", "threshold": "threshold", "max_rate_hz": "max_rate_hz",
     "publish_overlay": "publish_overlay", "audio_source": "audio.source", "audio_file": "audio.file",
     "use_sim_time": "use_sim_time",
@@ -110,6 +117,7 @@ def parse_text(name: str, text: str) -> object:
 @dataclass(frozen=True)
 class GroundingSettings:
     checkpoint: str
+    backend: str
     model: str
     device: str
     precision: str

@@ -11,6 +11,8 @@ from geometry_msgs.msg import PolygonStamped
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 
+from avag_core.build import load_model
+from avag_core.export import export_onnx
 from ros_support import Probe, grounding_node, ros_domain, small_checkpoint, write_tone
 from test_conversions import message as encoded_message
 
@@ -225,6 +227,34 @@ def test_missing_checkpoint_leaves_the_node_up_but_unconfigured(files, tmp_path,
         assert probe.wait_for("/diagnostics")
         values = diagnostics_values(probe)
         assert values["_level"] == b"\x02" and values["lifecycle_state"] == "unconfigured"
+
+
+@pytest.mark.parametrize("backend, checkpoint_kind", [("onnxruntime", "pt"), ("openvino", "export folder")])
+def test_exported_backends_run_end_to_end(files, tmp_path, monkeypatch, backend, checkpoint_kind):
+    monkeypatch.setenv("AVAG_ROS_CACHE_DIR", str(tmp_path / "cache"))
+    checkpoint = files["checkpoint"]
+    if checkpoint_kind == "export folder":
+        checkpoint = export_onnx(load_model(checkpoint), tmp_path / "onnx")
+    with ros_domain() as (context, add):
+        node = add(grounding_node(context, checkpoint, files["tone"], backend=backend, publish_probabilities=True))
+        probe = add(Probe(context, OUTPUTS))
+        assert node._state_machine.current_state[1] == "active"
+        assert probe.wait_for("affordance/function_probability", 2,
+                              publish=lambda: probe.publish_rgb(rgb_image(37, 53)))
+        prob = probe.received["affordance/function_probability"][0]
+        assert (prob.height, prob.width) == (37, 53)
+        assert probe.wait_for("/diagnostics")
+        assert diagnostics_values(probe)["device"] == f"{backend} (CPU)"
+    if checkpoint_kind == "pt":  # exported once, into the cache
+        assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 1
+
+
+def test_a_backend_that_cannot_run_on_the_device_leaves_the_node_unconfigured(files, capfd):
+    with ros_domain() as (context, add):
+        node = add(grounding_node(context, files["checkpoint"], files["tone"], backend="openvino", device="cuda"))
+        assert node._state_machine.current_state[1] == "unconfigured"
+        assert "parameters 'backend', 'device', 'precision': invalid device 'cuda' for openvino" in \
+            capfd.readouterr().err
 
 
 def test_broken_microphone_is_reported_and_the_node_keeps_running(files):

@@ -13,7 +13,8 @@ LAUNCH_FILE = REPO / "launch" / "grounding.launch.py"
 LAUNCH_ONLY_ARGUMENTS = {"params_file", "image_topic", "namespace", "log_level"}
 EXPECTED_ARGUMENTS = LAUNCH_ONLY_ARGUMENTS | set(LAUNCH_ARGUMENTS)
 # What users set most (issue 10), each with a text as typed on the command line.
-TYPED = {"checkpoint": "/models/avag.pt", "model": "avagformer_b5", "device": "cpu", "precision": "fp32",
+TYPED = {"checkpoint": "/models/avag.pt", "backend": "openvino", "model": "avagformer_b5", "device": "cpu",
+         "precision": "fp32",
          "use_compressed": "true", "threshold": "0.7", "max_rate_hz": "2", "publish_overlay": "False",
          "audio_source": "file", "audio_file": "/sounds/peel.wav", "use_sim_time": "true"}
 
@@ -99,6 +100,7 @@ def test_every_launch_argument_sets_a_declared_parameter_with_the_right_type():
             Parameter("autostart", value=False), *(Parameter(k, value=v) for k, v in values.items())])
         assert node.settings.threshold == 0.7 and node.settings.audio_file == "/sounds/peel.wav"
         assert node.settings.max_rate_hz == 2.0 and node.get_parameter("use_sim_time").value is True
+        assert node.settings.backend == "openvino"
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
