@@ -234,6 +234,11 @@ class OnnxRuntimeBackend(ExportedGraphsBackend):
     def _open(self, path: Path) -> Any:
         options = self._ort.SessionOptions()
         options.log_severity_level = 3  # errors only: the TensorRT and CUDA providers are chatty
+        # Idle worker threads would otherwise spin for a while after each run, taking the cores from the
+        # pre- and post-processing that follows.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Without the memory pattern planner: same speed here, about 200 MB less peak memory for b0 at 512.
+        options.enable_mem_pattern = False
         return self._ort.InferenceSession(str(path), options, providers=self.target)
 
     def _io_shapes(self, graph: Any) -> tuple[dict[str, Shape], dict[str, Shape]]:

@@ -11,8 +11,9 @@ The model is split where the predictor reuses work, so a runtime runs each part 
 | head.onnx            | the three FPN maps + audio_embeddings [1, T, 128]  | function/dependency_logits [1,1,S,S] |
 
 The image side runs once per frame whatever the number of sounds, and the audio encoder only on windows the
-predictor has not embedded yet (padding windows once). avagformer.json beside them holds the model config,
-the graphs' signatures, the input normalisation, the threshold and where the weights came from.
+predictor has not embedded yet (padding windows once). Each graph keeps its weights in GRAPH.onnx.data beside
+it. avagformer.json holds the model config, the graphs' signatures, the input normalisation, the threshold and
+where the weights came from.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from torch import nn
 from .audio import EXAMPLE_FRAMES, MEL_BANDS
 from .build import PRESETS, build_model, load_model
 from .config import AVAGFormerConfig
+from .errors import existing_file
 from .image import IMAGENET_MEAN, IMAGENET_STD
 from .modeling import AVAGFormer
 from .modeling.vggish import EMBEDDING_DIM
@@ -112,6 +114,11 @@ def _export_graph(module: nn.Module, example: tuple[torch.Tensor, ...], path: Pa
                           dynamo=False)
     import onnx
 
+    # Weights in a file beside the graph: the runtimes then read them straight into their own buffers instead
+    # of first parsing a protobuf that holds them all (about 100 MB less peak memory at load for b0).
+    graph = onnx.load(str(path))
+    onnx.save_model(graph, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=f"{path.name}.data", size_threshold=1024)
     onnx.checker.check_model(str(path), full_check=True)
 
 
@@ -163,7 +170,8 @@ def export_onnx(model: AVAGFormer, out_dir: str | os.PathLike, *, opset: int = D
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
         for signature in signatures.values():
-            os.replace(staging / signature.file, out_dir / signature.file)
+            for name in (f"{signature.file}.data", signature.file):
+                os.replace(staging / name, out_dir / name)
         os.replace(staging / MANIFEST_NAME, out_dir / MANIFEST_NAME)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -208,7 +216,7 @@ def cache_root() -> Path:
 def exported_checkpoint(checkpoint: str | os.PathLike) -> Path:
     """The export folder of a `.pt` checkpoint, made on first use and reused after: the cache key is the file's
     content (not its name or time), so a retrained checkpoint at the same path is exported again."""
-    checkpoint = Path(checkpoint)
+    checkpoint = existing_file(checkpoint, "checkpoint")
     digest = file_digest(checkpoint)
     folder = cache_root() / "onnx" / f"{digest[:24]}-format{EXPORT_FORMAT}-opset{DEFAULT_OPSET}"
     if not (folder / MANIFEST_NAME).is_file():

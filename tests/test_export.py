@@ -115,10 +115,11 @@ def copy_export(folder, target):
 
 
 @pytest.mark.parametrize("backend", EXPORTED)
-def test_truncated_graph_is_a_clear_error(small_export, tmp_path, backend):
+@pytest.mark.parametrize("truncated", ["head.onnx", "head.onnx.data"])
+def test_truncated_graph_or_weights_is_a_clear_error(small_export, tmp_path, backend, truncated):
     broken = copy_export(small_export, tmp_path / "broken")
-    head = broken / "head.onnx"
-    head.write_bytes(head.read_bytes()[: head.stat().st_size // 2])
+    path = broken / truncated
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ValueError, match=f"{backend} cannot load the ONNX graph .*head.onnx"):
         AffordancePredictor.from_checkpoint(broken, device="cpu", backend=backend)
 
@@ -126,7 +127,7 @@ def test_truncated_graph_is_a_clear_error(small_export, tmp_path, backend):
 @pytest.mark.parametrize("backend", EXPORTED)
 def test_foreign_graph_is_a_clear_error(small_export, tmp_path, backend):
     foreign = copy_export(small_export, tmp_path / "foreign")
-    (foreign / "head.onnx").write_bytes((foreign / "audio_encoder.onnx").read_bytes())
+    (foreign / "head.onnx").write_bytes((foreign / "audio_encoder.onnx").read_bytes())  # reads its .data too
     with pytest.raises(ValueError, match="head.onnx does not match its manifest: its inputs are \\['log_mel'\\]"):
         AffordancePredictor.from_checkpoint(foreign, device="cpu", backend=backend)
 
@@ -135,7 +136,8 @@ def test_foreign_graph_is_a_clear_error(small_export, tmp_path, backend):
 def test_graph_for_another_image_size_is_a_clear_error(small_export, tmp_path, backend):
     other = export_onnx(build_model("avagformer_b0", image_size=SMALL_IMAGE * 2), tmp_path / "other")
     mixed = copy_export(small_export, tmp_path / "mixed")
-    (mixed / "image_encoder.onnx").write_bytes((other / "image_encoder.onnx").read_bytes())
+    for name in ("image_encoder.onnx", "image_encoder.onnx.data"):
+        (mixed / name).write_bytes((other / name).read_bytes())
     with pytest.raises(ValueError, match="pixels has shape \\[1, 3, 128, 128\\], the model config needs "
                                          "\\[1, 3, 64, 64\\]"):
         AffordancePredictor.from_checkpoint(mixed, device="cpu", backend=backend)
@@ -146,6 +148,8 @@ def test_folders_and_checkpoints_go_to_the_right_backend(small_export, tmp_path)
         AffordancePredictor.from_checkpoint(small_export, backend="torch")
     with pytest.raises(ValueError, match="avagformer.json is missing"):
         AffordancePredictor.from_checkpoint(tmp_path, backend="onnxruntime")
+    with pytest.raises(ValueError, match="checkpoint not found"):
+        AffordancePredictor.from_checkpoint(tmp_path / "missing.pt", device="cpu", backend="openvino")
     with pytest.raises(ValueError, match="unknown backend 'tensorflow'"):
         AffordancePredictor.from_checkpoint(small_export, backend="tensorflow")
 
@@ -187,8 +191,9 @@ def test_export_cli_writes_checked_graphs_and_predict_cli_runs_them(tmp_path):
                              "--image-size", "64", "--out", out], cwd=REPO, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["audio_encoder.onnx", "avagformer.json", "head.onnx",
-                                                       "image_encoder.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["audio_encoder.onnx", "audio_encoder.onnx.data",
+                                                       "avagformer.json", "head.onnx", "head.onnx.data",
+                                                       "image_encoder.onnx", "image_encoder.onnx.data"]
     for graph in out.glob("*.onnx"):
         onnx.checker.check_model(str(graph), full_check=True)
     assert json.loads((out / MANIFEST_NAME).read_text())["source"] == {"preset": "avagformer_b0",

@@ -71,6 +71,10 @@ def trained(two_scenes):
         loss = affordance_loss(model(images, audio), function, dependency).total
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # The recipe's clipping (synthetic_b0.yaml, grad_clip 1.0). Without it this run oscillates, and whether
+        # step 180 met a good point came down to float rounding: an exact reordering of the deformable
+        # sampling's sum left one sample at IoU 0.0. With it every sample stays >= 0.85 from step 150 to 300.
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
     recalibrate_batch_norm(model, [None], lambda _: model(images, audio))  # as train.py does before it scores
     return model.eval()

@@ -34,18 +34,19 @@ def deformable_sample(value: torch.Tensor, spatial_shapes: SpatialShapes, locati
 
 def sample_by_grid(value: torch.Tensor, spatial_shapes: SpatialShapes, locations: torch.Tensor,
                    weights: torch.Tensor) -> torch.Tensor:
-    """One `grid_sample` per level, then the attention-weighted sum (Deformable-DETR's PyTorch form)."""
+    """One `grid_sample` per level, weighted and summed over its points, then summed over levels
+    (Deformable-DETR's PyTorch form, without stacking the levels' samples into one tensor first)."""
     batch, _, heads, head_dim = value.shape
     num_queries = locations.shape[1]
     grids = 2 * locations - 1
-    sampled = []
+    point_weights = weights.transpose(1, 2).reshape(batch * heads, 1, num_queries, *weights.shape[-2:])
+    out = 0
     for level, (values, (height, width)) in enumerate(zip(value.split([h * w for h, w in spatial_shapes], 1),
                                                          spatial_shapes)):
         v = values.permute(0, 2, 3, 1).reshape(batch * heads, head_dim, height, width)
         g = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
-    w = weights.transpose(1, 2).reshape(batch * heads, 1, num_queries, -1)
-    out = (torch.stack(sampled, dim=-2).flatten(-2) * w).sum(-1)
+        sampled = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out = out + (sampled * point_weights[:, :, :, level]).sum(-1)
     return out.view(batch, heads * head_dim, num_queries).transpose(1, 2)
 
 

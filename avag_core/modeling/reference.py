@@ -1,7 +1,7 @@
 """The straightforward forms of the computations that AVAGFormer rewrites for speed.
 
 They are what the released code computes, kept for two uses: tests check that each rewrite agrees with its
-straightforward form, and `bench/inference.py` times the model both ways on the same machine. The deformable
+straightforward form, and `bench/forms.py` times the model both ways on the same machine. The deformable
 sampling's straightforward form, `sample_by_grid`, lives in the encoder because training uses it.
 """
 from __future__ import annotations
