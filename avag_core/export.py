@@ -132,7 +132,8 @@ def file_digest(path: str | os.PathLike) -> str:
 
 def export_onnx(model: AVAGFormer, out_dir: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
                 threshold: float = 0.5, source: dict | None = None) -> Path:
-    """Write the three graphs and their manifest into `out_dir`; returns it.
+    """Write the three graphs and their manifest into `out_dir`; returns it. `model` is left on the CPU in fp32
+    and eval mode, as exported.
 
     The files are written into a temporary folder beside `out_dir` and moved in with the manifest last, so a
     folder with a manifest is always complete.
@@ -150,9 +151,11 @@ def export_onnx(model: AVAGFormer, out_dir: str | os.PathLike, *, opset: int = D
         visual = tuple(model.encode_image(pixels))
         log_mel = torch.randn(2, 1, EXAMPLE_FRAMES, MEL_BANDS)
         embeddings = torch.rand(1, config.num_audio_windows, EMBEDDING_DIM)
-    examples = {"image_encoder": (ImageEncoderGraph(model), (pixels,)),
+    # The wrappers in eval mode too: the exporter restores each module's own mode afterwards, recursively, and a
+    # new wrapper's is training, which would leave `model` with dropout on and batch statistics in BatchNorm.
+    examples = {"image_encoder": (ImageEncoderGraph(model).eval(), (pixels,)),
                 "audio_encoder": (model.audio_encoder, (log_mel,)),
-                "head": (HeadGraph(model), (*visual, embeddings))}
+                "head": (HeadGraph(model).eval(), (*visual, embeddings))}
     manifest = {
         "format": EXPORT_FORMAT,
         "config": config.to_dict(),

@@ -102,6 +102,18 @@ def test_manifest_describes_the_graphs(random_export):
         assert [o.name for o in graph.graph.output] == list(signature.outputs)
 
 
+def test_export_leaves_the_model_as_it_was(tmp_path):
+    model = small_model().eval()
+    pixels = torch.randn(1, 3, SMALL_IMAGE, SMALL_IMAGE)
+    with torch.no_grad():
+        before = model.encode_image(pixels)
+        export_onnx(model, tmp_path / "onnx")
+        after = model.encode_image(pixels)
+    assert not any(m.training for m in model.modules())
+    for a, b in zip(before, after):
+        assert torch.equal(a, b)
+
+
 @pytest.fixture(scope="module")
 def small_export(tmp_path_factory):
     return export_onnx(small_model(), tmp_path_factory.mktemp("small") / "onnx")
