@@ -138,7 +138,7 @@ def export_onnx(model: AVAGFormer, out_dir: str | os.PathLike, *, opset: int = D
     The files are written into a temporary folder beside `out_dir` and moved in with the manifest last, so a
     folder with a manifest is always complete.
     """
-    import onnx
+    import onnx  # only exporting needs it: the torch backend runs without onnx installed
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -185,8 +185,6 @@ def export_onnx(model: AVAGFormer, out_dir: str | os.PathLike, *, opset: int = D
 class ExportManifest:
     folder: Path
     config: AVAGFormerConfig
-    threshold: float
-    source: dict
 
 
 def read_manifest(folder: str | os.PathLike) -> ExportManifest:
@@ -206,7 +204,7 @@ def read_manifest(folder: str | os.PathLike) -> ExportManifest:
     for signature in graph_signatures(config).values():
         if not (folder / signature.file).is_file():
             raise ValueError(f"export folder {folder} lacks {signature.file}")
-    return ExportManifest(folder, config, float(manifest.get("threshold", 0.5)), manifest.get("source", {}))
+    return ExportManifest(folder, config)
 
 
 def cache_root() -> Path:
