@@ -33,8 +33,8 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from avag_core import AffordancePredictor
 from avag_core.audio import EXAMPLE_SECONDS
-from avag_core.image import overlay
 from avag_core.backends import backend_class
+from avag_core.image import overlay
 
 from . import parameters
 from .audio_sources import AudioSource, FileSource, MicrophoneSource, TopicSource

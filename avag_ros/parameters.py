@@ -87,8 +87,8 @@ USE_SIM_TIME = Spec("use_sim_time", False, "Take ROS time from /clock (simulatio
 # parameter file's value stands.
 LAUNCH_ARGUMENTS = {
     "checkpoint": "checkpoint", "backend": "backend", "model": "model", "device": "device",
-    "precision": "precision",
-    "use_compressed": "use_compressed", "threshold": "threshold", "max_rate_hz": "max_rate_hz",
+    "precision": "precision", "use_compressed": "use_compressed", "threshold": "threshold",
+    "max_rate_hz": "max_rate_hz",
     "publish_overlay": "publish_overlay", "audio_source": "audio.source", "audio_file": "audio.file",
     "use_sim_time": "use_sim_time",
 }

@@ -21,8 +21,8 @@ import torch
 
 from avag_core import build_model
 from avag_core.audio import audio_to_model_input
-from avag_core.modeling.reference import straightforward_forms
 from avag_core.backends import autocast_for, resolve_device
+from avag_core.modeling.reference import straightforward_forms
 from timing import median_ms
 
 CLIP_SECONDS = 4.4
