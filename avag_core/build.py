@@ -1,10 +1,10 @@
-"""Named AVAGFormer presets and the one function that builds a model from them.
+"""Named AVAGFormer presets and the functions that build a model from a preset or a checkpoint.
 
 | preset           | backbone  | head                                          | parameters (total / trainable*) |
 |------------------|-----------|-----------------------------------------------|---------------------------------|
-| avagformer_b5    | pvt_v2_b5 | the paper's: 6 encoder layers, 300 queries    | see PRESET_PARAMETERS           |
-| avagformer_b2    | pvt_v2_b2 | the paper's                                   |                                 |
-| avagformer_b0    | pvt_v2_b0 | light: 3 encoder layers (FFN 1024), 3 query   |                                 |
+| avagformer_b5    | pvt_v2_b5 | the paper's: 6 encoder layers, 300 queries    | 169.53M / 97.39M                |
+| avagformer_b2    | pvt_v2_b2 | the paper's                                   | 112.94M / 40.80M                |
+| avagformer_b0    | pvt_v2_b0 | light: 3 encoder layers (FFN 1024), 3 query   | 82.75M / 10.61M                 |
 |                  |           | layers, 100 queries; for CPUs and tests       |                                 |
 
 *trainable: everything but the frozen VGGish.
@@ -12,12 +12,16 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from typing import Any
 
 from .config import AVAGFormerConfig
 from .modeling import AVAGFormer
-from .weights import load_checkpoint, load_pvt_v2_weights, load_state_dict_strictly, load_vggish_weights
+from .released import RELEASED_IMAGE_SIZE, convert_state_dict, has_audio_encoder, released_state_dict
+from .weights import checkpoint_payload, load_file, load_pvt_v2_weights, load_state_dict_strictly, load_vggish_weights
+
+logger = logging.getLogger(__name__)
 
 PRESETS: dict[str, AVAGFormerConfig] = {
     "avagformer_b5": AVAGFormerConfig(backbone="pvt_v2_b5"),
@@ -51,9 +55,24 @@ def build_model(name: str, *, backbone_weights: str | os.PathLike | None = None,
 
 
 def load_model(checkpoint: str | os.PathLike, **overrides: Any) -> AVAGFormer:
-    """The model a checkpoint of ours describes, with its weights; `overrides` replace config fields that do not
-    change the weights (image_size)."""
-    payload = load_checkpoint(checkpoint)
-    model = AVAGFormer(dataclasses.replace(AVAGFormerConfig.from_dict(payload["config"]), **overrides))
-    load_state_dict_strictly(model, payload["model"], str(checkpoint))
+    """The model a checkpoint describes, with its weights: one of ours, or one trained with the authors' released
+    code, converted in memory (avag_core.released). `overrides` replace config fields that do not change the
+    weights (image_size; a released checkpoint does not record it and runs at 512 unless told otherwise)."""
+    payload = load_file(checkpoint)
+    released = released_state_dict(payload)
+    if released is None:
+        payload = checkpoint_payload(payload, checkpoint)
+        config, state = AVAGFormerConfig.from_dict(payload["config"]), payload["model"]
+    else:
+        weights = convert_state_dict(released, str(checkpoint), overrides.pop("image_size", RELEASED_IMAGE_SIZE))
+        if not has_audio_encoder(weights):
+            raise ValueError(f"{checkpoint} is a released AVAGFormer checkpoint without its vggish.* tensors; "
+                             f"convert it once, adding them: python -m avag_core.convert_released --checkpoint "
+                             f"{checkpoint} --out OUT.pt --vggish-weights vggish-10086976.pth")
+        logger.info("%s is a checkpoint of the released AVAGFormer code: converted in memory (%s, %d px; %s). "
+                    "python -m avag_core.convert_released converts it once.", checkpoint, weights.config.backbone,
+                    weights.config.image_size, weights.summary())
+        config, state = weights.config, weights.state_dict
+    model = AVAGFormer(dataclasses.replace(config, **overrides))
+    load_state_dict_strictly(model, state, str(checkpoint))
     return model

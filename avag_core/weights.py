@@ -34,7 +34,12 @@ def load_file(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"cannot read {path} as a PyTorch weights file: {error}") from error
+        # torch's messages run over many lines of advice; keep the line that says what is wrong.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        detail = next((line[line.index("Unsupported"):] for line in lines if "Unsupported" in line),
+                      lines[0]).split(". ")[0]
+        raise ValueError(f"cannot read {path} as a PyTorch weights file (truncated, not written by torch.save, or "
+                         f"holding objects other than tensors and plain values): {detail}") from error
 
 
 def load_state_dict_strictly(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
@@ -97,11 +102,22 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
         raise
 
 
+def is_checkpoint(payload: Any) -> bool:
+    """Whether a loaded file is one of our checkpoints."""
+    return isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read one of our checkpoints and check that it is one."""
-    payload = load_file(path)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an avag_ros AVAGFormer checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
+    return checkpoint_payload(load_file(path), path)
+
+
+def checkpoint_payload(payload: Any, path: str | os.PathLike) -> dict[str, Any]:
+    """A loaded checkpoint of ours, checked and brought to the current version."""
+    if not is_checkpoint(payload):
+        raise ValueError(f"{path} is not an avag_ros AVAGFormer checkpoint (no '{CHECKPOINT_FORMAT}' format tag); "
+                         "one trained with the released AVAGFormer code converts with "
+                         "python -m avag_core.convert_released")
     version = payload.get("version")
     if version == 1:
         payload["model"] = {("audio_encoder." + k[len("vggish."):] if k.startswith("vggish.") else k): v

@@ -37,3 +37,15 @@ def run_script(name: str, *args, timeout: float = 600) -> subprocess.CompletedPr
     """Run training/<name> the way a user does, in a subprocess."""
     return subprocess.run([sys.executable, str(REPO / "training" / name), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def synthetic_index(tmp_path_factory):
+    """A tiny synthetic dataset prepared the way users prepare AVAGD: train, val and unseen index files."""
+    root = tmp_path_factory.mktemp("synthetic")
+    assert run_script("make_synthetic.py", "--out", root / "data", "--num", "48", "--seed", "2", "--size", "64",
+                      "--clips-per-category", "3").returncode == 0
+    result = run_script("prepare_dataset.py", "--root", root / "data", "--out", root / "index",
+                        "--pairs-per-image", "1")
+    assert result.returncode == 0, result.stderr
+    return root / "index"

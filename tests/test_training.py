@@ -13,18 +13,6 @@ from avag_core.weights import load_checkpoint
 
 from conftest import REPO, run_script
 
-
-@pytest.fixture(scope="module")
-def synthetic_index(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    assert run_script("make_synthetic.py", "--out", root / "data", "--num", "48", "--seed", "2", "--size", "64",
-                      "--clips-per-category", "3").returncode == 0
-    result = run_script("prepare_dataset.py", "--root", root / "data", "--out", root / "index",
-                        "--pairs-per-image", "1")
-    assert result.returncode == 0, result.stderr
-    return root / "index"
-
-
 TRAIN_ARGS = ("--model", "avagformer_b0", "--image-size", "64", "--batch-size", "4", "--num-workers", "0",
               "--freeze-backbone-epochs", "1", "--lr", "1e-3", "--log-every", "1")
 
