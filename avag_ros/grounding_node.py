@@ -31,7 +31,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
-from avag_core import AffordancePredictor
+from avag_core import AffordancePredictor, build_model
 from avag_core.audio import EXAMPLE_SECONDS
 from avag_core.backends import backend_class
 from avag_core.image import overlay
@@ -40,6 +40,7 @@ from . import parameters
 from .audio_sources import AudioSource, FileSource, MicrophoneSource, TopicSource
 from .conversions import (check_compressed, check_image, compressed_to_rgb, image_to_rgb, largest_region_polygon,
                           mask_to_image, probability_to_image, rgb_to_bgr8)
+from .ros_logging import forward_library_logs, stop_forwarding
 
 try:  # rclpy has an events executor from Jazzy (7.1.4) on
     from rclpy.experimental import EventsExecutor
@@ -129,6 +130,7 @@ class Statistics:
 class GroundingNode(LifecycleNode):
     def __init__(self, node_name: str = "affordance_grounding", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
+        self._library_logs = forward_library_logs(self.get_logger())
         parameters.declare(self)
         self.settings = parameters.read(self)
         self.add_on_set_parameters_callback(self._validate_parameters)
@@ -186,12 +188,13 @@ class GroundingNode(LifecycleNode):
                                                                      settings.backend)
                 self._model_description = f"{settings.checkpoint} ({self.predictor.config.backbone})"
             else:
+                model = build_model(settings.model)  # an unknown preset fails here, before the warning
                 log.warning("=" * 72)
                 log.warning(f"NO CHECKPOINT: '{settings.model}' runs with RANDOM WEIGHTS. Its masks are "
                             "meaningless; set the 'checkpoint' parameter for real use.")
                 log.warning("=" * 72)
-                self.predictor = AffordancePredictor.from_preset(settings.model, settings.device, settings.precision,
-                                                                 settings.threshold, settings.backend)
+                self.predictor = AffordancePredictor.from_model(model, settings.device, settings.precision,
+                                                                settings.threshold, settings.backend)
                 self._model_description = f"{settings.model} (RANDOM WEIGHTS)"
         except (ValueError, FileNotFoundError) as error:
             name = "checkpoint" if settings.checkpoint else "model"
@@ -277,6 +280,10 @@ class GroundingNode(LifecycleNode):
             self.on_deactivate(state)
         self.finalized.set()
         return self.on_cleanup(state)
+
+    def destroy_node(self) -> None:
+        stop_forwarding(self._library_logs)
+        super().destroy_node()
 
     # audio --------------------------------------------------------------------------------------------------
     def _start_audio(self) -> None:
