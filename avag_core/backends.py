@@ -21,12 +21,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .config import AVAGFormerConfig
+from .config import BACKENDS, AVAGFormerConfig
 from .export import VISUAL_OUTPUTS, GraphSignature, Shape, cache_root, graph_signatures, read_manifest
 from .modeling import AVAGFormer
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-BACKENDS = ("torch", "onnxruntime", "openvino")
 
 
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

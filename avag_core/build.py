@@ -16,20 +16,12 @@ import logging
 import os
 from typing import Any
 
-from .config import AVAGFormerConfig
+from .config import PRESETS, AVAGFormerConfig
 from .modeling import AVAGFormer
 from .released import RELEASED_IMAGE_SIZE, convert_state_dict, has_audio_encoder, released_state_dict
 from .weights import checkpoint_payload, load_file, load_pvt_v2_weights, load_state_dict_strictly, load_vggish_weights
 
 logger = logging.getLogger(__name__)
-
-PRESETS: dict[str, AVAGFormerConfig] = {
-    "avagformer_b5": AVAGFormerConfig(backbone="pvt_v2_b5"),
-    "avagformer_b2": AVAGFormerConfig(backbone="pvt_v2_b2"),
-    "avagformer_b0": AVAGFormerConfig(backbone="pvt_v2_b0", encoder_layers=3, encoder_ffn_dim=1024,
-                                      query_layers=3, num_queries=100),
-}
-
 
 def preset_config(name: str, **overrides: Any) -> AVAGFormerConfig:
     if name not in PRESETS:

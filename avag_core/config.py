@@ -1,6 +1,8 @@
-"""The one configuration object that fully describes an AVAGFormer.
+"""The one configuration object that fully describes an AVAGFormer, its named presets, and the names of what can
+run one. Plain Python: the ROS parameter table and the launch file import this without torch.
 
-Checkpoints store it as a plain dict (``dataclasses.asdict``), so a checkpoint can be rebuilt with nothing else.
+Checkpoints store the config as a plain dict (``dataclasses.asdict``), so a checkpoint can be rebuilt with nothing
+else.
 """
 from __future__ import annotations
 
@@ -82,3 +84,15 @@ class AVAGFormerConfig:
         if unknown:
             raise ValueError(f"unknown AVAGFormer config keys: {unknown}")
         return cls(**values)
+
+
+PRESETS: dict[str, AVAGFormerConfig] = {
+    "avagformer_b5": AVAGFormerConfig(backbone="pvt_v2_b5"),
+    "avagformer_b2": AVAGFormerConfig(backbone="pvt_v2_b2"),
+    "avagformer_b0": AVAGFormerConfig(backbone="pvt_v2_b0", encoder_layers=3, encoder_ffn_dim=1024,
+                                      query_layers=3, num_queries=100),
+}
+
+# What runs a model (avag_core.backends) and at which precisions.
+BACKENDS = ("torch", "onnxruntime", "openvino")
+PRECISION_NAMES = ("fp32", "fp16", "bf16")

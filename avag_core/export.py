@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from .audio import EXAMPLE_FRAMES, MEL_BANDS
-from .build import PRESETS, build_model, load_model
-from .config import AVAGFormerConfig
+from .build import build_model, load_model
+from .config import PRESETS, AVAGFormerConfig
 from .errors import existing_file
 from .image import IMAGENET_MEAN, IMAGENET_STD
 from .modeling import AVAGFormer

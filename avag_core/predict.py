@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import load_audio
-from .backends import BACKENDS
-from .build import PRESETS
+from .config import BACKENDS, PRESETS
 from .image import load_image, overlay, save_png
 from .predictor import AffordancePrediction, AffordancePredictor
 

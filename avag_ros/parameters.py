@@ -1,7 +1,10 @@
-"""Every parameter of the grounding node, declared in one place with its description and range.
+"""Every parameter of the grounding node, declared in one place with its description, type, range and choices.
 
-Read-only parameters take effect at configure; the others can be changed at run time and are validated by
-the node's set-parameters callback. Defaults match config/grounding.yaml.
+Read-only parameters take effect at configure; the others can be changed at run time. One rule checks a value
+wherever it comes from (the launch file, --ros-args, the params file, `ros2 param set`): `Spec.accept`. It takes
+an integer where a double is declared, as users type `max_rate_hz:=0`. A bad start-up value never stops the
+process: the node declares the default, and configure reports the parameter and why. Defaults match
+config/grounding.yaml. No torch here: the launch file imports this module.
 """
 from __future__ import annotations
 
@@ -9,8 +12,7 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from avag_core.backends import BACKENDS
-from avag_core.build import PRESETS
+from avag_core.config import BACKENDS, PRECISION_NAMES, PRESETS
 
 AUDIO_SOURCES = ("microphone", "file", "topic")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N (torch, onnxruntime); auto, cpu or gpu (openvino)"
@@ -37,6 +39,22 @@ class Spec:
                                                          step=1)]
         return descriptor
 
+    def accept(self, value: object) -> object:
+        """`value` as this parameter's type, or ValueError naming the parameter, what it takes and what it got."""
+        kind = type(self.default)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not kind:
+            raise ValueError(f"parameter '{self.name}' takes {_TYPE_NAMES[kind]}, got {value!r}")
+        if self.range is not None and not self.range[0] <= value <= self.range[1]:
+            raise ValueError(f"parameter '{self.name}' is out of range: it takes {self.range[0]:g} to "
+                             f"{self.range[1]:g}, got {value!r}")
+        if self.choices and value not in self.choices:
+            raise ValueError(f"parameter '{self.name}' must be one of {', '.join(self.choices)}, got {value!r}")
+        return value
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 SPECS = (
     Spec("checkpoint", "", "Trained AVAGFormer checkpoint (.pt), or for the onnxruntime and openvino backends "
@@ -49,7 +67,7 @@ SPECS = (
          choices=tuple(sorted(PRESETS))),
     Spec("device", "auto", f"Inference device: {DEVICES_HELP}.", read_only=True),
     Spec("precision", "fp32", "fp32, or fp16/bf16 autocast on CUDA (torch); fp16 with TensorRT (onnxruntime); "
-         "fp16/bf16 on an OpenVINO GPU.", read_only=True, choices=("fp32", "fp16", "bf16")),
+         "fp16/bf16 on an OpenVINO GPU.", read_only=True, choices=PRECISION_NAMES),
     Spec("use_compressed", False, "Subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image.",
          read_only=True),
     Spec("autostart", True, "Configure and activate on start-up, so `ros2 run` just works.", read_only=True),
@@ -102,16 +120,23 @@ def spec(name: str) -> Spec:
 
 
 def parse_text(name: str, text: str) -> object:
-    """A launch argument's text as the parameter's type; ValueError names the parameter and the bad text."""
-    kind = type(spec(name).default)
+    """A launch argument's text as the parameter's value; ValueError names the parameter, the rule and the text."""
+    rule = spec(name)
+    kind = type(rule.default)
     if kind is bool:
         if text.strip().lower() not in ("true", "false"):
-            raise ValueError(f"{name} must be true or false, got {text!r}")
+            raise ValueError(f"parameter '{name}' takes true or false, got {text!r}")
         return text.strip().lower() == "true"
     try:
-        return kind(text)
+        value = float(text) if kind is float else kind(text)
     except ValueError:
-        raise ValueError(f"{name} must be a {kind.__name__}, got {text!r}") from None
+        raise ValueError(f"parameter '{name}' takes {_TYPE_NAMES[kind]}, got {text!r}") from None
+    return rule.accept(value)
+
+
+def node_logger_name(namespace: str, node_name: str = "affordance_grounding") -> str:
+    """The name rcl gives the node's logger: its fully qualified name with dots, e.g. robot.affordance_grounding."""
+    return ".".join(part for part in (*namespace.split("/"), node_name) if part)
 
 
 @dataclass(frozen=True)
@@ -140,18 +165,47 @@ class GroundingSettings:
     audio_retry_s: float
 
 
-def declare(node) -> None:
-    for spec in SPECS:
-        node.declare_parameter(spec.name, spec.default, spec.descriptor())
+def declare(node) -> dict[str, str]:
+    """Declare every parameter; returns, per parameter whose start-up value was refused, why.
+
+    Start-up values are checked here rather than by rclpy, which would raise out of the node's constructor and end
+    the process; a refused one leaves the parameter at its default. rclpy keeps the values given on the command
+    line and in parameter files in `_parameter_overrides` and offers no public way to read them.
+    """
+    overrides = node._parameter_overrides
+    refused = {}
+    for rule in SPECS:
+        value = rule.default
+        if rule.name in overrides:
+            try:
+                value = rule.accept(overrides[rule.name].value)
+            except ValueError as error:
+                refused[rule.name] = str(error)
+        node.declare_parameter(rule.name, value, rule.descriptor(), ignore_override=True)
+    return refused
+
+
+def coerce(changed: list) -> list:
+    """Pre-set callback: an integer given for a double parameter becomes a double, so `ros2 param set NODE
+    max_rate_hz 2` is not refused for its type."""
+    from rclpy.parameter import Parameter
+
+    doubles = {rule.name for rule in SPECS if isinstance(rule.default, float)}
+    return [Parameter(p.name, Parameter.Type.DOUBLE, float(p.value))
+            if p.name in doubles and p.type_ == Parameter.Type.INTEGER else p for p in changed]
 
 
 def read(node) -> GroundingSettings:
-    return GroundingSettings(**{spec.name.replace(".", "_"): node.get_parameter(spec.name).value for spec in SPECS})
+    return GroundingSettings(**{rule.name.replace(".", "_"): node.get_parameter(rule.name).value for rule in SPECS})
 
 
-def check_choice(name: str, value: object) -> str | None:
-    """The reason a value is not allowed, or None. Ranges and read-only are enforced by rclpy itself."""
-    spec = next((s for s in SPECS if s.name == name), None)
-    if spec is not None and spec.choices and value not in spec.choices:
-        return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
+def check(name: str, value: object) -> str | None:
+    """The reason a run-time value is not allowed, or None. Read-only is enforced by rclpy itself."""
+    rule = next((s for s in SPECS if s.name == name), None)
+    if rule is None:
+        return None
+    try:
+        rule.accept(value)
+    except ValueError as error:
+        return str(error)
     return None

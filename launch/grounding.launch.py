@@ -12,14 +12,15 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 
-from avag_ros.parameters import LAUNCH_ARGUMENTS, parse_text, spec
+from avag_ros.parameters import LAUNCH_ARGUMENTS, node_logger_name, parse_text, spec
 
 LAUNCH_ONLY = {
     "params_file": ("Parameter file of the node",
                     PathJoinSubstitution([get_package_share_directory("avag_ros"), "config", "grounding.yaml"])),
     "image_topic": ("Camera image topic (sensor_msgs/Image); image/compressed follows it", "/camera/image_raw"),
     "namespace": ("Namespace of the node and its topics", ""),
-    "log_level": ("Log level of the node: debug, info, warn, error or fatal", "info"),
+    "log_level": ("Log level of the node's own logger (not rcl's or the middleware's): debug, info, warn, error "
+                  "or fatal", "info"),
 }
 
 
@@ -30,6 +31,9 @@ def _node(context) -> list[Node]:
         if text:
             overrides[parameter] = parse_text(parameter, text)
     image_topic = LaunchConfiguration("image_topic")
+    # Scoped to the node's logger: a bare `--log-level debug` turns on rcl's and the middleware's too.
+    log_level = f"{node_logger_name(LaunchConfiguration('namespace').perform(context))}:=" \
+                f"{LaunchConfiguration('log_level').perform(context)}"
     return [Node(
         package="avag_ros",
         executable="grounding_node",
@@ -37,7 +41,7 @@ def _node(context) -> list[Node]:
         namespace=LaunchConfiguration("namespace"),
         output="screen",
         parameters=[LaunchConfiguration("params_file"), overrides],
-        ros_arguments=["--log-level", LaunchConfiguration("log_level")],
+        ros_arguments=["--log-level", log_level],
         remappings=[("image", image_topic), ("image/compressed", [image_topic, "/compressed"])],
     )]
 

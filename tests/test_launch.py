@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 import yaml
 
-from avag_ros.parameters import LAUNCH_ARGUMENTS, SPECS, parse_text
+from avag_ros.parameters import LAUNCH_ARGUMENTS, SPECS, node_logger_name, parse_text
 
 from conftest import REPO
 
@@ -106,8 +106,23 @@ def test_every_launch_argument_sets_a_declared_parameter_with_the_right_type():
         rclpy.shutdown(context=context)
 
 
-@pytest.mark.parametrize("parameter, text", [("threshold", "high"), ("use_compressed", "yes please"),
-                                             ("audio.sample_rate", "16k")])
-def test_a_mistyped_launch_argument_names_the_parameter(parameter, text):
-    with pytest.raises(ValueError, match=f"{parameter} must be"):
+@pytest.mark.parametrize("parameter, text, message", [
+    ("threshold", "high", "takes a number"), ("use_compressed", "yes please", "takes true or false"),
+    ("audio.sample_rate", "16k", "takes an integer"),
+    ("threshold", "5.0", "is out of range: it takes 0.01 to 0.99, got 5.0"),
+    ("audio.channels", "0", "is out of range: it takes 1 to 32"),
+    ("model", "avagformer_b9", "must be one of avagformer_b0, avagformer_b2, avagformer_b5"),
+])
+def test_the_launch_file_refuses_a_bad_argument_naming_the_parameter_and_its_rule(parameter, text, message):
+    with pytest.raises(ValueError, match=f"parameter '{parameter}' {message}"):
         parse_text(parameter, text)
+
+
+def test_an_integer_for_a_double_is_taken():
+    assert parse_text("max_rate_hz", "0") == 0.0 and isinstance(parse_text("max_rate_hz", "0"), float)
+
+
+@pytest.mark.parametrize("namespace, logger", [("", "affordance_grounding"), ("robot1", "robot1.affordance_grounding"),
+                                               ("/robots/left/", "robots.left.affordance_grounding")])
+def test_log_level_is_scoped_to_the_nodes_logger(namespace, logger):
+    assert node_logger_name(namespace) == logger
