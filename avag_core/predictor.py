@@ -72,7 +72,15 @@ class AffordancePredictor:
     dropped). Audio is a waveform (1-D, or [samples, channels]) at any positive sample rate.
     """
 
-    def __init__(self, backend: InferenceBackend, threshold: float = 0.5) -> None:
+    def __init__(self, backend: InferenceBackend | AVAGFormer, threshold: float = 0.5) -> None:
+        """`backend` is what runs the model (avag_core.backends), or a model, which then runs on the torch
+        backend on the first GPU or the CPU in fp32 (from_model chooses the device, precision and backend)."""
+        if isinstance(backend, AVAGFormer):
+            backend = TorchBackend(backend)
+        elif not isinstance(backend, InferenceBackend):
+            raise TypeError(f"AffordancePredictor takes an AVAGFormer or an InferenceBackend, got "
+                            f"{type(backend).__name__}; use AffordancePredictor.from_model, from_checkpoint or "
+                            "from_preset")
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         self.backend = backend
@@ -123,9 +131,10 @@ class AffordancePredictor:
     def from_preset(cls, name: str, device: str | torch.device = "auto", precision: str = "fp32",
                     threshold: float = 0.5, backend: str = "torch", **overrides) -> "AffordancePredictor":
         """Random weights (plus any local encoder weights passed through): for tests and latency, not for use."""
+        model = build_model(name, **overrides)  # an unknown preset is the error to see, not the warning
         logger.warning("AVAGFormer preset %s has RANDOM weights: its masks are meaningless. "
                        "Load a trained checkpoint for real use.", name)
-        return cls.from_model(build_model(name, **overrides), device, precision, threshold, backend)
+        return cls.from_model(model, device, precision, threshold, backend)
 
     def prepare_image(self, image: np.ndarray) -> torch.Tensor:
         """-> [1, 3, S, S] normalised, resized (aspect ratio not kept, as in training) to the model's size."""

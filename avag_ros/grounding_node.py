@@ -11,7 +11,7 @@ sound event is active; image callbacks never wait for the model.
 from __future__ import annotations
 
 import math
-import signal
+import os
 import sys
 import threading
 import time
@@ -41,6 +41,7 @@ from .audio_sources import AudioSource, FileSource, MicrophoneSource, TopicSourc
 from .conversions import (check_compressed, check_image, compressed_to_rgb, image_to_rgb, largest_region_polygon,
                           mask_to_image, probability_to_image, rgb_to_bgr8)
 from .ros_logging import forward_library_logs, stop_forwarding
+from .shutdown import BoundedShutdown
 
 try:  # rclpy has an events executor from Jazzy (7.1.4) on
     from rclpy.experimental import EventsExecutor
@@ -53,9 +54,13 @@ STATS_WINDOW_S = 10.0
 # larger than its 512 KiB shared-memory segment (640x480 bgr8 is 900 KiB) are mostly lost over best effort between
 # processes (README, "Large raw images").
 SILENT_CAMERA_S = 5.0
+FASTDDS_SHM_SEGMENT_BYTES = 512 * 1024
 # A median latency below minus this means the image stamps and the node's clock disagree (sim time without
 # /clock, unsynchronised machines); a little negative is ordinary clock jitter between machines.
 STAMP_TOLERANCE_MS = 50.0
+# A stop (SIGINT, SIGTERM, lifecycle shutdown) that takes longer than this plus the frame being inferred is forced
+# (avag_ros.shutdown); `ros2 launch` waits 5 s after SIGINT before it escalates to SIGTERM.
+SHUTDOWN_TIMEOUT_S = 4.0
 
 
 # Functions, not constants: rclpy writes QoS overrides into the profile it is given, so a shared profile would
@@ -111,6 +116,10 @@ class Statistics:
         with self._lock:
             setattr(self, field, getattr(self, field) + 1)
 
+    def longest_model_s(self) -> float:
+        with self._lock:
+            return max((t for _, t in self.model_times), default=0.0)
+
     def snapshot(self) -> dict[str, float]:
         now = time.monotonic()
         with self._lock:
@@ -131,8 +140,9 @@ class GroundingNode(LifecycleNode):
     def __init__(self, node_name: str = "affordance_grounding", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         self._library_logs = forward_library_logs(self.get_logger())
-        parameters.declare(self)
+        self._refused_parameters = parameters.declare(self)
         self.settings = parameters.read(self)
+        self.add_pre_set_parameters_callback(parameters.coerce)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.predictor: AffordancePredictor | None = None
@@ -146,7 +156,8 @@ class GroundingNode(LifecycleNode):
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._audio_retry_timer = None
-        self._sound_active = False
+        self._audio_failure: str | None = None  # the last audio error logged, so that a retry loop logs it once
+        self._warned_large_images = False
         self._activated_at = math.inf
         self.finalized = threading.Event()  # set by the lifecycle shutdown transition
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -161,12 +172,14 @@ class GroundingNode(LifecycleNode):
     # parameters ---------------------------------------------------------------------------------------------
     def _validate_parameters(self, changed: list) -> SetParametersResult:
         for parameter in changed:
-            reason = parameters.check_choice(parameter.name, parameter.value)
+            reason = parameters.check(parameter.name, parameter.value)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, changed: list) -> None:
+        for parameter in changed:
+            self._refused_parameters.pop(parameter.name, None)
         self.settings = parameters.read(self)
         if self.predictor is not None:
             self.predictor.threshold = self.settings.threshold
@@ -175,6 +188,11 @@ class GroundingNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         settings = self.settings = parameters.read(self)
         log = self.get_logger()
+        log.debug(f"configuring with {settings}")
+        if self._refused_parameters:
+            for reason in self._refused_parameters.values():
+                log.error(f"cannot configure: {reason} (refused at start-up; set a valid value, then configure)")
+            return TransitionCallbackReturn.FAILURE
         try:
             # Device, precision and the runtime package first: they fail in a second, the export in minutes.
             backend_class(settings.backend).resolve_target(settings.device, settings.precision)
@@ -290,8 +308,14 @@ class GroundingNode(LifecycleNode):
         try:
             self.audio_source.start()
         except ValueError as error:
-            self.get_logger().error(f"audio source failed, retrying every {self.settings.audio_retry_s:g} s: "
-                                    f"{error}")
+            if str(error) != self._audio_failure:  # once per kind of failure; /diagnostics carries it meanwhile
+                self.get_logger().error(f"audio source failed: {error}; retrying every "
+                                        f"{self.settings.audio_retry_s:g} s, quietly while it fails the same way")
+            self._audio_failure = str(error)
+            return
+        if self._audio_failure is not None:
+            self.get_logger().info(f"audio source recovered after: {self._audio_failure}")
+            self._audio_failure = None
 
     def _retry_audio(self) -> None:
         source = self.audio_source
@@ -308,6 +332,13 @@ class GroundingNode(LifecycleNode):
             raise ValueError("the audio contains NaN or infinite samples")
         return level >= self.settings.audio_min_level_db
 
+    def _sound_event_now(self) -> bool:
+        """For diagnostics, which also run before any image arrives: NaN audio counts as no event."""
+        try:
+            return self.audio_source is not None and self.sound_event_active()
+        except ValueError:
+            return False
+
     # images and inference -----------------------------------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
         try:
@@ -316,6 +347,14 @@ class GroundingNode(LifecycleNode):
             self.stats.count("rejected")
             self.get_logger().warning(f"dropping image: {error}", throttle_duration_sec=2.0)
             return
+        if not self._warned_large_images and isinstance(msg, Image) and len(msg.data) > FASTDDS_SHM_SEGMENT_BYTES \
+                and fastdds_default_transports():
+            self._warned_large_images = True
+            self.get_logger().warning(
+                f"raw images of {len(msg.data) / 1024:.0f} KiB arrive over Fast DDS's default transports, whose "
+                "shared-memory segment is 512 KiB: on best effort most such images are lost between processes. "
+                "Export FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA in every process on the topic (the camera driver "
+                "too), or set use_compressed: true (README, 'Large raw images')")
         with self._wakeup:
             self.stats.image_received(replaced_unprocessed=self._latest is not None)
             self._latest = msg
@@ -357,12 +396,12 @@ class GroundingNode(LifecycleNode):
             return
         settings, source, predictor = self.settings, self.audio_source, self.predictor
         try:
-            self._sound_active = self.sound_event_active()
+            sound_active = self.sound_event_active()
         except ValueError as error:
             self.stats.count("rejected")
             log.warning(f"skipping frame: {error}", throttle_duration_sec=2.0)
             return
-        if not self._sound_active:
+        if not sound_active:
             if settings.publish_when_silent:
                 empty = np.zeros(rgb.shape[:2], bool)
                 self._publish(msg, rgb, empty, empty, None)
@@ -379,6 +418,8 @@ class GroundingNode(LifecycleNode):
         self._publish(msg, rgb, prediction.function_mask, prediction.dependency_mask, prediction)
         latency = (self.get_clock().now() - rclpy.time.Time.from_msg(msg.header.stamp)).nanoseconds / 1e9
         self.stats.inference_done(latency, model_s)
+        log.debug(f"frame {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}: model {model_s * 1e3:.0f} ms, "
+                  f"published {latency * 1e3:.0f} ms after its stamp")
 
     def _publish(self, msg, rgb: np.ndarray, function_mask: np.ndarray, dependency_mask: np.ndarray,
                  prediction) -> None:
@@ -415,7 +456,8 @@ class GroundingNode(LifecycleNode):
             "lifecycle_state": state, "model": self._model_description,
             "device": self.predictor.backend.description if self.predictor is not None else "none",
             "precision": self.settings.precision, "audio_source": self.settings.audio_source,
-            "audio_health": audio_health, "audio_level_db": audio_level, "sound_event_active": self._sound_active,
+            "audio_health": audio_health, "audio_level_db": audio_level,
+            "sound_event_active": self._sound_event_now(),
         })
         if state == "unconfigured":
             level, message = DiagnosticStatus.ERROR, "not configured (see the log for the reason)"
@@ -445,6 +487,14 @@ class GroundingNode(LifecycleNode):
         self._diagnostics.publish(array)
 
 
+def fastdds_default_transports() -> bool:
+    """Whether this process talks over Fast DDS with its default transports (no LARGE_DATA, no XML profile)."""
+    rmw = os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    transports = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "DEFAULT").upper()
+    profiles = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE")
+    return rmw.startswith("rmw_fastrtps") and transports == "DEFAULT" and not profiles
+
+
 def create_executor(context=None) -> Executor:
     """The executor the node runs on. rclpy's events executor dispatches from C++ instead of rebuilding a wait set
     in Python on every wake-up: about 1 ms less overhead per frame than SingleThreadedExecutor
@@ -457,25 +507,32 @@ def create_executor(context=None) -> Executor:
 def main(args: list[str] | None = None) -> int:
     # rclpy's own signal handlers shut the context down the moment Ctrl-C arrives, while the inference thread
     # may be publishing a frame into it. Here a signal only asks the loop to end; the node is then taken down in
-    # order (inference thread, audio source, node, context). A lifecycle `shutdown` transition ends it too.
+    # order, within SHUTDOWN_TIMEOUT_S whatever happens (avag_ros.shutdown). A lifecycle `shutdown` ends it too.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    shutdown = BoundedShutdown("grounding_node", SHUTDOWN_TIMEOUT_S)
     node = GroundingNode()
+    shutdown.name = node.get_logger().name
     executor = create_executor()
     executor.add_node(node)
     try:
-        while not stop.is_set() and not node.finalized.is_set() and rclpy.ok():
+        while not shutdown.requested.is_set() and not node.finalized.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.2)
     except ExternalShutdownException:
         pass
     finally:
+        shutdown.begin(extra_s=node.stats.longest_model_s())  # the inference thread finishes its frame
+        # The executor first: it stops dispatching and detaches its middleware callbacks while every entity still
+        # exists, so that nothing the DDS threads go on receiving can reach an entity being destroyed.
+        shutdown.set_step("stopping the executor")
+        executor.shutdown(timeout_sec=SHUTDOWN_TIMEOUT_S)
+        shutdown.set_step("stopping inference and audio")
         if node._worker is not None:
             node.on_deactivate(None)
-        executor.shutdown()
+        shutdown.set_step("destroying the node")
         node.destroy_node()
+        shutdown.set_step("shutting down the ROS context")
         rclpy.try_shutdown()
+        shutdown.finished()
     return 0
 
 

@@ -257,16 +257,38 @@ def test_a_backend_that_cannot_run_on_the_device_leaves_the_node_unconfigured(fi
             capfd.readouterr().err
 
 
-def test_broken_microphone_is_reported_and_the_node_keeps_running(files):
+def test_broken_microphone_is_reported_once_and_the_node_keeps_running(files, capfd):
     with ros_domain() as (context, add):
         node = add(grounding_node(context, files["checkpoint"], files["tone"], **{
             "audio.source": "microphone", "audio.device": "no such microphone", "audio.retry_s": 0.5}))
         probe = add(Probe(context, OUTPUTS))
         assert node._state_machine.current_state[1] == "active"
-        assert probe.wait_for("/diagnostics", 2, timeout=10)
+        assert probe.wait_for("/diagnostics", 3, timeout=10)  # 3 s: six retries
         values = diagnostics_values(probe)
         assert values["_level"] == b"\x01" and "failed to open" in values["audio_health"]
         assert node._worker.is_alive()
+        errors = [line for line in capfd.readouterr().err.splitlines() if "audio source failed" in line]
+        assert len(errors) == 1, errors
+
+
+def test_diagnostics_report_the_sound_event_before_any_image(files):
+    with ros_domain() as (context, add):
+        add(grounding_node(context, files["checkpoint"], files["tone"]))
+        probe = add(Probe(context, OUTPUTS))
+        assert probe.wait_for("/diagnostics", 3, timeout=10)
+        values = diagnostics_values(probe)
+        assert values["sound_event_active"] == "True" and float(values["audio_level_db"]) > -50, values
+
+
+def test_raw_images_too_large_for_the_default_transport_are_warned_about_once(files, capfd, monkeypatch):
+    monkeypatch.delenv("FASTDDS_BUILTIN_TRANSPORTS", raising=False)
+    with ros_domain() as (context, add):
+        add(grounding_node(context, files["checkpoint"], files["tone"]))
+        probe = add(Probe(context, OUTPUTS))
+        image = rgb_image(480, 640)  # 900 KiB as rgb8
+        assert probe.wait_for("affordance/function_mask", 2, timeout=60, publish=lambda: probe.publish_rgb(image))
+        warnings = [line for line in capfd.readouterr().err.splitlines() if "shared-memory segment" in line]
+        assert len(warnings) == 1 and "FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA" in warnings[0], warnings
 
 
 def test_node_and_sample_player_as_separate_processes(files, tmp_path):

@@ -115,3 +115,20 @@ def test_cuda_precisions_agree_with_cpu(precision):
                                                                                                    22050)
     tolerance = 1e-3 if precision == "fp32" else 5e-2
     np.testing.assert_allclose(gpu.function_prob, cpu.function_prob, atol=tolerance)
+
+
+def test_a_model_is_taken_directly_and_anything_else_is_named():
+    model = small_model().eval()
+    direct = AffordancePredictor(model)
+    assert direct.backend.name == "torch" and direct.device.type in ("cpu", "cuda")
+    expected = AffordancePredictor.from_model(model, device=direct.device).predict(random_image(40, 50), tone(), 22050)
+    np.testing.assert_array_equal(direct.predict(random_image(40, 50), tone(), 22050).function_prob,
+                                  expected.function_prob)
+    with pytest.raises(TypeError, match="from_model, from_checkpoint or from_preset"):
+        AffordancePredictor("avagformer.pt")
+
+
+def test_an_unknown_preset_is_reported_before_any_random_weights_warning(caplog):
+    with pytest.raises(ValueError, match="unknown model preset 'avagformer_b9'"):
+        AffordancePredictor.from_preset("avagformer_b9")
+    assert "RANDOM" not in caplog.text

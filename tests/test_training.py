@@ -81,6 +81,8 @@ def test_evaluate_checkpoint_writes_table_json_and_masks(synthetic_index, tmp_pa
                             "--device", "cpu", "--num-workers", "0", *extra)
         assert result.returncode == 0, result.stderr
         assert "| mIoU_f | F_f | mIoU_d | F_d |" in result.stdout
+        # Not a terminal: one progress line at the end of a short run, no redrawn bar
+        assert result.stderr.count(f"evaluating {split}:") == 1 and "\r" not in result.stderr, result.stderr
         scores = json.loads((tmp_path / f"{split}.json").read_text())
         assert set(scores) >= {"mIoU_f", "F_f", "mIoU_d", "F_d"} and 0 <= scores["mIoU_f"] <= 100
         assert (tmp_path / split / "overlay_grid.png").is_file()

@@ -26,7 +26,6 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from avag_core import AffordancePredictor
 from avag_core.data import AffordanceDataset, read_index
@@ -35,6 +34,7 @@ from avag_core.data.dataset import load_mask
 from avag_core.evaluation import score_model
 from avag_core.image import load_image, overlay, save_png
 from avag_core.metrics import AffordanceScores
+from avag_core.progress import progress
 
 SPLIT_FILES = {"seen": "val.csv", "unseen": "unseen.csv"}
 
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             loader = DataLoader(dataset, args.batch_size, num_workers=args.num_workers)
             sink = MaskWriter(args.save_masks, dataset) if args.save_masks else None
             scores = score_model(predictor.backend.model, loader, predictor.device, args.precision, args.original_size,
-                                 sink, progress=lambda it: tqdm(it, desc=f"evaluating {args.split}"))
+                                 sink, progress=lambda it: progress(it, f"evaluating {args.split}"))
             if sink:
                 sink.write_grid()
             label = args.split

@@ -41,7 +41,6 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from avag_core import build_model
 from avag_core.backends import autocast_for, resolve_device
@@ -50,6 +49,7 @@ from avag_core.evaluation import score_model
 from avag_core.losses import affordance_loss
 from avag_core.metrics import AffordanceScores
 from avag_core.optim import parameter_groups, recalibrate_batch_norm, set_learning_rate
+from avag_core.progress import progress
 from avag_core.predictor import AudioEmbeddingCache
 from avag_core.weights import load_checkpoint, load_state_dict_strictly, save_checkpoint
 
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             train_sampler.set_epoch(epoch)
         model.train()
         started, loss_sum, loss_count = time.time(), 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch}", disable=not master, dynamic_ncols=True)
+        bar = progress(train_loader, f"epoch {epoch}", disable=not master)
         for micro, batch in enumerate(bar):
             with autocast_for(device, cfg["precision"]):
                 output = net(batch["image"].to(device, non_blocking=True), **audio_inputs(batch["log_mel"]))
