@@ -95,6 +95,19 @@ SPECS = (
          range=(0.05, 30.0)),
     Spec("audio.retry_s", 2.0, "Seconds between attempts to reopen a failed audio source.", read_only=True,
          range=(0.1, 60.0)),
+    Spec("depth.enabled", False, "Subscribe to depth/image (16UC1 mm or 32FC1 m, aligned to the colour image) and "
+         "depth/camera_info, and publish each region's 3D point, cloud, the function region's approach pose and "
+         "RViz markers.", read_only=True),
+    Spec("depth.max_offset_s", 0.05, "Largest stamp difference between a colour frame and the depth image paired "
+         "with it.", range=(0.0, 1.0)),
+    Spec("depth.min_points", 50, "Fewest pixels with valid depth a region needs to get 3D outputs.",
+         range=(1, 1_000_000)),
+    Spec("depth.min_m", 0.1, "Nearest valid depth in metres.", range=(0.0, 100.0)),
+    Spec("depth.max_m", 5.0, "Farthest valid depth in metres.", range=(0.0, 100.0)),
+    Spec("depth.max_cloud_points", 5000, "Most points per published cloud (evenly subsampled).",
+         range=(1, 1_000_000)),
+    Spec("depth.erode_px", 3, "The mask is eroded by this many pixels before its depth is read, so that depth at "
+         "object edges, which often belongs to the background, is left out.", range=(0, 50)),
 )
 
 
@@ -108,7 +121,7 @@ LAUNCH_ARGUMENTS = {
     "precision": "precision", "use_compressed": "use_compressed", "threshold": "threshold",
     "max_rate_hz": "max_rate_hz",
     "publish_overlay": "publish_overlay", "audio_source": "audio.source", "audio_file": "audio.file",
-    "use_sim_time": "use_sim_time",
+    "use_sim_time": "use_sim_time", "depth_enabled": "depth.enabled",
 }
 
 
@@ -163,6 +176,13 @@ class GroundingSettings:
     audio_min_level_db: float
     audio_hold_s: float
     audio_retry_s: float
+    depth_enabled: bool
+    depth_max_offset_s: float
+    depth_min_points: int
+    depth_min_m: float
+    depth_max_m: float
+    depth_max_cloud_points: int
+    depth_erode_px: int
 
 
 def declare(node) -> dict[str, str]:

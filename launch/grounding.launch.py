@@ -3,8 +3,8 @@
     ros2 launch avag_ros grounding.launch.py checkpoint:=/path/model.pt image_topic:=/camera/image_raw
     ros2 launch avag_ros grounding.launch.py --show-args
 
-Every argument but params_file, image_topic, namespace and log_level sets the node parameter of (about) the same
-name; left empty, it sets nothing and the parameter file's value stands.
+Every argument but params_file, image_topic, depth_topic, camera_info_topic, namespace and log_level sets the node
+parameter of (about) the same name; left empty, it sets nothing and the parameter file's value stands.
 """
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
@@ -18,6 +18,9 @@ LAUNCH_ONLY = {
     "params_file": ("Parameter file of the node",
                     PathJoinSubstitution([get_package_share_directory("avag_ros"), "config", "grounding.yaml"])),
     "image_topic": ("Camera image topic (sensor_msgs/Image); image/compressed follows it", "/camera/image_raw"),
+    "depth_topic": ("Aligned depth image topic, read with depth_enabled:=true",
+                    "/camera/aligned_depth_to_color/image_raw"),
+    "camera_info_topic": ("CameraInfo of the aligned depth image", "/camera/aligned_depth_to_color/camera_info"),
     "namespace": ("Namespace of the node and its topics", ""),
     "log_level": ("Log level of the node's own logger (not rcl's or the middleware's): debug, info, warn, error "
                   "or fatal", "info"),
@@ -42,7 +45,9 @@ def _node(context) -> list[Node]:
         output="screen",
         parameters=[LaunchConfiguration("params_file"), overrides],
         ros_arguments=["--log-level", log_level],
-        remappings=[("image", image_topic), ("image/compressed", [image_topic, "/compressed"])],
+        remappings=[("image", image_topic), ("image/compressed", [image_topic, "/compressed"]),
+                    ("depth/image", LaunchConfiguration("depth_topic")),
+                    ("depth/camera_info", LaunchConfiguration("camera_info_topic"))],
     )]
 
 

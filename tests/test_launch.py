@@ -10,13 +10,13 @@ from avag_ros.parameters import LAUNCH_ARGUMENTS, SPECS, node_logger_name, parse
 from conftest import REPO
 
 LAUNCH_FILE = REPO / "launch" / "grounding.launch.py"
-LAUNCH_ONLY_ARGUMENTS = {"params_file", "image_topic", "namespace", "log_level"}
+LAUNCH_ONLY_ARGUMENTS = {"params_file", "image_topic", "depth_topic", "camera_info_topic", "namespace", "log_level"}
 EXPECTED_ARGUMENTS = LAUNCH_ONLY_ARGUMENTS | set(LAUNCH_ARGUMENTS)
 # What users set most (issue 10), each with a text as typed on the command line.
 TYPED = {"checkpoint": "/models/avag.pt", "backend": "openvino", "model": "avagformer_b5", "device": "cpu",
          "precision": "fp32",
          "use_compressed": "true", "threshold": "0.7", "max_rate_hz": "2", "publish_overlay": "False",
-         "audio_source": "file", "audio_file": "/sounds/peel.wav", "use_sim_time": "true"}
+         "audio_source": "file", "audio_file": "/sounds/peel.wav", "use_sim_time": "true", "depth_enabled": "true"}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
