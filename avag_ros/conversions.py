@@ -154,6 +154,27 @@ def depth_to_metres(msg: Image) -> np.ndarray:
     return depth.astype(np.float32) * np.float32(scale) if scale != 1.0 else depth.astype(np.float32)
 
 
+def metres_to_depth_image(depth_m: np.ndarray, encoding: str, header: Header) -> Image:
+    """HxW metres -> 16UC1 millimetres (NaN and beyond 65.535 m become 0, no measurement) or 32FC1 metres."""
+    if encoding == "16UC1":
+        millimetres = np.round(np.nan_to_num(depth_m, nan=0.0, posinf=0.0, neginf=0.0) * 1000)
+        return _image(np.where((millimetres > 0) & (millimetres < 65536), millimetres, 0).astype(np.uint16),
+                      "16UC1", header)
+    if encoding == "32FC1":
+        return _image(np.ascontiguousarray(depth_m, dtype=np.float32), "32FC1", header)
+    raise ValueError(f"cannot publish depth as {encoding!r}; use 16UC1 or 32FC1")
+
+
+def intrinsics_to_camera_info(intrinsics: Intrinsics, header: Header) -> CameraInfo:
+    """A rectified pinhole CameraInfo (no distortion, P = [K | 0])."""
+    info = CameraInfo(header=header, width=intrinsics.width, height=intrinsics.height, distortion_model="plumb_bob")
+    info.d = [0.0] * 5
+    info.k = [intrinsics.fx, 0.0, intrinsics.cx, 0.0, intrinsics.fy, intrinsics.cy, 0.0, 0.0, 1.0]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.p = [intrinsics.fx, 0.0, intrinsics.cx, 0.0, 0.0, intrinsics.fy, intrinsics.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return info
+
+
 def camera_info_intrinsics(msg: CameraInfo) -> Intrinsics:
     fx, _, cx, _, fy, cy = (float(v) for v in msg.k[:6])
     if fx <= 0 or fy <= 0:

@@ -150,6 +150,13 @@ def quaternion(rotation: np.ndarray) -> tuple[float, float, float, float]:
     return tuple(float(c) for c in q)
 
 
+def rotation_from_quaternion(q: tuple[float, float, float, float]) -> np.ndarray:
+    x, y, z, w = q
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
 def even_subsample(points: np.ndarray, limit: int) -> np.ndarray:
     """At most `limit` points, taken at an even stride so that the cloud covers the whole region."""
     if len(points) <= limit:

@@ -1,12 +1,15 @@
-"""Stream images (and optionally a sound) as if a camera and a microphone were attached.
+"""Stream images (and optionally depth and a sound) as if an RGB-D camera and a microphone were attached.
 
     ros2 run avag_ros sample_player --image photo.jpg [--image more.jpg | --image folder/] [--audio clip.mp3]
-                                    [--rate 15] [--frame-id camera] [--encoding bgr8|rgb8|jpeg] [--duration 0]
+                                    [--depth depth.png --camera-info camera.yaml] [--rate 15]
+                                    [--frame-id camera] [--encoding bgr8|rgb8|jpeg] [--duration 0]
 
 Images go to `image` (sensor_msgs/Image) or, with --encoding jpeg, to `image/compressed`, stamped with the
-current time, cycling through the files. --audio publishes the clip in real time on `audio` as
-audio_common_msgs/AudioDataStamped (16-bit PCM, with AudioInfo on `audio_info`) for the node's `topic` audio
-source; without audio_common installed, give the clip to the node's `file` source instead.
+current time, cycling through the files. --depth (a 16-bit PNG in millimetres, or a .npy in metres, aligned to the
+images) goes with each image to `depth/image` (16UC1) and --camera-info (a ROS calibration YAML: image_width,
+image_height, camera_matrix) to `depth/camera_info`, with the image's stamp and frame. --audio publishes the clip
+in real time on `audio` as audio_common_msgs/AudioDataStamped (16-bit PCM, with AudioInfo on `audio_info`) for the
+node's `topic` audio source; without audio_common installed, give the clip to the node's `file` source instead.
 """
 from __future__ import annotations
 
@@ -21,14 +24,15 @@ import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from avag_core.audio import load_audio
 from avag_core.image import load_image
 
 from .audio_sources import audio_common_available
-from .conversions import rgb_to_image
+from .conversions import intrinsics_to_camera_info, metres_to_depth_image, rgb_to_image
+from .geometry import Intrinsics
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 AUDIO_CHUNK_S = 0.05
@@ -46,7 +50,9 @@ def image_files(paths: list[str]) -> list[Path]:
 
 class SamplePlayer(Node):
     def __init__(self, images: list[np.ndarray], rate_hz: float, frame_id: str, encoding: str,
-                 audio: tuple[np.ndarray, int] | None = None) -> None:
+                 audio: tuple[np.ndarray, int] | None = None,
+                 depth: tuple[np.ndarray, Intrinsics] | None = None) -> None:
+        """`depth`: metres aligned to the images, and the camera that sees them."""
         super().__init__("sample_player")
         if rate_hz <= 0:
             raise ValueError(f"--rate must be positive, got {rate_hz}")
@@ -59,12 +65,20 @@ class SamplePlayer(Node):
             self.publisher = self.create_publisher(CompressedImage, "image/compressed", qos_profile_sensor_data)
         else:
             self.publisher = self.create_publisher(Image, "image", qos_profile_sensor_data)
+        self.depth = depth
+        if depth is not None:
+            self.depth_publisher = self.create_publisher(Image, "depth/image", qos_profile_sensor_data)
+            self.info_publisher = self.create_publisher(CameraInfo, "depth/camera_info", qos_profile_sensor_data)
         self.create_timer(1.0 / rate_hz, self._publish_image)
         if audio is not None:
             self._start_audio(*audio)
 
     def _publish_image(self) -> None:
         header = Header(frame_id=self.frame_id, stamp=self.get_clock().now().to_msg())
+        if self.depth is not None:  # before the image, as a camera's aligned depth is usually ready first
+            depth_m, intrinsics = self.depth
+            self.info_publisher.publish(intrinsics_to_camera_info(intrinsics, header))
+            self.depth_publisher.publish(metres_to_depth_image(depth_m, "16UC1", header))
         index = self.published % len(self.images)
         if self.jpegs is not None:
             msg = CompressedImage(header=header, format="jpeg")
@@ -95,6 +109,32 @@ class SamplePlayer(Node):
         self.create_timer(AUDIO_CHUNK_S, publish_chunk)
 
 
+def load_depth(path: str) -> np.ndarray:
+    """A depth file -> HxW float32 metres: .npy holds metres, an image 16-bit millimetres (0: no measurement)."""
+    if path.endswith(".npy"):
+        try:
+            return np.load(path).astype(np.float32)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"cannot read depth {path}: {error}") from error
+    depth = cv2.imread(path, cv2.IMREAD_ANYDEPTH)
+    if depth is None or depth.dtype != np.uint16:
+        raise ValueError(f"depth {path} is not a 16-bit image (millimetres) or a .npy (metres)")
+    return np.where(depth > 0, depth / 1000.0, np.nan).astype(np.float32)
+
+
+def load_camera_yaml(path: str) -> Intrinsics:
+    """The ROS calibration format (camera_calibration's, camera_info_manager's)."""
+    import yaml
+
+    try:
+        calibration = yaml.safe_load(Path(path).read_text())
+        k = calibration["camera_matrix"]["data"]
+        return Intrinsics(float(k[0]), float(k[4]), float(k[2]), float(k[5]), int(calibration["image_width"]),
+                          int(calibration["image_height"]))
+    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError, ValueError) as error:
+        raise ValueError(f"cannot read camera calibration {path}: {error}") from error
+
+
 def main(args: list[str] | None = None) -> int:
     argv = rclpy.utilities.remove_ros_args(args if args is not None else sys.argv)[1:]
     parser = argparse.ArgumentParser(prog="sample_player", description=__doc__,
@@ -105,6 +145,8 @@ def main(args: list[str] | None = None) -> int:
     parser.add_argument("--frame-id", default="camera")
     parser.add_argument("--encoding", default="bgr8", choices=["bgr8", "rgb8", "jpeg"])
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: never)")
+    parser.add_argument("--depth", help="depth aligned to the images: 16-bit PNG in millimetres or .npy in metres")
+    parser.add_argument("--camera-info", help="ROS calibration YAML of the camera (needed with --depth)")
     options = parser.parse_args(argv)
     try:
         images = [load_image(p) for p in image_files(options.image)]
@@ -114,11 +156,16 @@ def main(args: list[str] | None = None) -> int:
                 raise ValueError("--audio needs audio_common_msgs (apt install ros-$ROS_DISTRO-audio-common-msgs); "
                                  "without it, run the node with -p audio.source:=file -p audio.file:=CLIP")
             audio = load_audio(options.audio)
+        depth = None
+        if options.depth or options.camera_info:
+            if not (options.depth and options.camera_info):
+                raise ValueError("--depth and --camera-info go together")
+            depth = (load_depth(options.depth), load_camera_yaml(options.camera_info))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     rclpy.init(args=args)
-    node = SamplePlayer(images, options.rate, options.frame_id, options.encoding, audio)
+    node = SamplePlayer(images, options.rate, options.frame_id, options.encoding, audio, depth)
     deadline = time.monotonic() + options.duration if options.duration > 0 else None
     try:
         while rclpy.ok() and (deadline is None or time.monotonic() < deadline):

@@ -227,3 +227,35 @@ def test_a_frame_without_usable_depth_keeps_its_masks_and_is_counted(files, capf
     log = capfd.readouterr().err
     assert message in log, log
     assert log.count("no 3D for this frame") <= time.monotonic() - started + 1  # at most once a second
+
+
+def test_sample_player_streams_depth_and_camera_info_from_files(files, tmp_path):
+    """`sample_player --image IMG --depth DEPTH.png --camera-info CAMERA.yaml` as a separate process."""
+    import os
+    import subprocess
+    import sys
+
+    import cv2
+    import yaml
+
+    image, depth_png, calibration = tmp_path / "frame.png", tmp_path / "depth.png", tmp_path / "camera.yaml"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), np.uint8))
+    depth = plane_depth(tilted_normal(15.0), 0.8)
+    cv2.imwrite(str(depth_png), np.round(depth * 1000).astype(np.uint16))
+    calibration.write_text(yaml.safe_dump({"image_width": WIDTH, "image_height": HEIGHT, "camera_name": "test",
+                                           "camera_matrix": {"rows": 3, "cols": 3, "data": [
+                                               K["fx"], 0.0, K["cx"], 0.0, K["fy"], K["cy"], 0.0, 0.0, 1.0]}}))
+    with ros_domain() as (context, add):
+        add(grounding_node(context, files["checkpoint"], files["tone"], **DEPTH_PARAMETERS))
+        probe = add(Probe(context, OUTPUTS))
+        env = {**os.environ, "ROS_DOMAIN_ID": str(context.get_domain_id())}
+        player = subprocess.Popen([sys.executable, "-m", "avag_ros.sample_player", "--image", str(image), "--depth",
+                                   str(depth_png), "--camera-info", str(calibration), "--rate", "10"], env=env)
+        try:
+            assert probe.wait_for("affordance/function_pose", timeout=60)
+        finally:
+            player.terminate()
+            player.wait(timeout=20)
+        pose = probe.received["affordance/function_pose"][0]
+        angle = math.degrees(math.acos(np.clip(quaternion_z_axis(pose.pose.orientation) @ tilted_normal(15.0), -1, 1)))
+        assert angle < 2.0 and pose.header.frame_id == "camera"

@@ -109,6 +109,7 @@ class Scene:
     categories: list[Category]
     function_masks: list[np.ndarray]  # bool HxW, one per object
     dependency_masks: list[np.ndarray]
+    object_masks: list[np.ndarray]  # every part of the object
 
 
 def _random_colour(rng: np.random.Generator) -> tuple[int, int, int]:
@@ -173,7 +174,8 @@ def render_scene(rng: np.random.Generator, size: int = 256, categories: list[Cat
             cv2.fillPoly(labels, [points], 1 + 3 * index + ROLES.index(role))
     function_masks = [labels == 1 + 3 * i + 2 for i in range(len(categories))]
     dependency_masks = [labels == 1 + 3 * i + 1 for i in range(len(categories))]
-    return Scene(image, list(categories), function_masks, dependency_masks)
+    object_masks = [(labels - 1) // 3 == i for i in range(len(categories))]
+    return Scene(image, list(categories), function_masks, dependency_masks, object_masks)
 
 
 def _band_noise(rng: np.random.Generator, count: int, low: float, high: float) -> np.ndarray:
@@ -203,6 +205,30 @@ def synthesize_sound(rng: np.random.Generator, sound: Sound, seconds: float) -> 
     signal = signal * envelope
     signal = signal / (np.abs(signal).max() + 1e-9) * rng.uniform(0.3, 0.8)
     return (signal + rng.normal(0, 0.003, count)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One sample in memory: a picture, the sound of one of its objects, and that object's masks."""
+    image: np.ndarray
+    sound: np.ndarray  # float32 mono at SAMPLE_RATE
+    function_mask: np.ndarray
+    dependency_mask: np.ndarray
+    category: Category
+
+
+def sample_pairs(seed: int, count: int, size: int = 128, seconds: float = 2.0) -> list[Pair]:
+    """`count` pairs drawn like the dataset's (each scene once per object, with that object's own new sound),
+    without writing files: for calibration and for accuracy checks. Deterministic per (seed, count, size)."""
+    rng = np.random.default_rng(seed)
+    pairs: list[Pair] = []
+    while len(pairs) < count:
+        scene = render_scene(rng, size)
+        for category, function, dependency in zip(scene.categories, scene.function_masks, scene.dependency_masks):
+            if len(pairs) < count:
+                pairs.append(Pair(scene.image, synthesize_sound(rng, category.sound, seconds), function,
+                                  dependency, category))
+    return pairs
 
 
 def _save_jpeg(path: Path, image: np.ndarray) -> None:
