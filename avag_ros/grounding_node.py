@@ -235,23 +235,16 @@ class GroundingNode(LifecycleNode):
                       f": {error}")
             self.predictor = None
             return TransitionCallbackReturn.FAILURE
+        self._create_entities(settings)
         return_freed_memory()  # what loading the checkpoint allocated on the way
         log.info(f"configured: model {self._model_description} on {self.predictor.backend.description} "
                  f"({settings.precision}), audio from {settings.audio_source}")
         return TransitionCallbackReturn.SUCCESS
 
-    def _make_audio_source(self, settings: parameters.GroundingSettings) -> AudioSource:
-        buffer_s = max(settings.audio_window_s, settings.audio_hold_s) + 1.0
-        now = lambda: self.get_clock().now().nanoseconds  # noqa: E731
-        if settings.audio_source == "file":
-            return FileSource(settings.audio_file, buffer_s, now)
-        if settings.audio_source == "topic":
-            return TopicSource(self, settings.audio_topic, buffer_s, now)
-        return MicrophoneSource(settings.audio_device, settings.audio_sample_rate, settings.audio_channels, buffer_s,
-                                now)
-
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        settings = self.settings
+    def _create_entities(self, settings: parameters.GroundingSettings) -> None:
+        """Publishers and subscriptions live from configure to cleanup, as in rclcpp's lifecycle nodes; while the
+        node is inactive, images are ignored and nothing is published. Recreating them on every activate would
+        also make the middleware grow a new set of message pools each time."""
         qos_overrides = QoSOverridingOptions.with_default_policies()
         for topic, kind, enabled in (("affordance/function_mask", Image, True),
                                      ("affordance/dependency_mask", Image, True),
@@ -267,22 +260,8 @@ class GroundingNode(LifecycleNode):
                                                             qos_overriding_options=qos_overrides)
         if settings.depth_enabled:
             self._targets = DepthTargets(self, depth_settings(settings), qos_overrides)
-        self._activated_at = time.monotonic()
-        self._start_audio()
-        self._audio_retry_timer = self.create_timer(settings.audio_retry_s, self._retry_audio)
-        self._stop.clear()
-        self._worker = threading.Thread(target=self._run_worker, name="affordance_inference", daemon=True)
-        self._worker.start()
-        self.get_logger().info(f"active: listening on {self.resolve_topic_name(topic)}")
-        return TransitionCallbackReturn.SUCCESS
 
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop.set()
-        with self._wakeup:
-            self._wakeup.notify_all()
-        if self._worker is not None:
-            self._worker.join()
-            self._worker = None
+    def _destroy_entities(self) -> None:
         if self._image_subscription is not None:
             self.destroy_subscription(self._image_subscription)
             self._image_subscription = None
@@ -292,6 +271,35 @@ class GroundingNode(LifecycleNode):
         if self._targets is not None:
             self._targets.destroy()
             self._targets = None
+
+    def _make_audio_source(self, settings: parameters.GroundingSettings) -> AudioSource:
+        buffer_s = max(settings.audio_window_s, settings.audio_hold_s) + 1.0
+        now = lambda: self.get_clock().now().nanoseconds  # noqa: E731
+        if settings.audio_source == "file":
+            return FileSource(settings.audio_file, buffer_s, now)
+        if settings.audio_source == "topic":
+            return TopicSource(self, settings.audio_topic, buffer_s, now)
+        return MicrophoneSource(settings.audio_device, settings.audio_sample_rate, settings.audio_channels, buffer_s,
+                                now)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        settings = self.settings
+        self._activated_at = time.monotonic()
+        self._start_audio()
+        self._audio_retry_timer = self.create_timer(settings.audio_retry_s, self._retry_audio)
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._run_worker, name="affordance_inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"active: listening on {self._image_subscription.topic_name}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop.set()
+        with self._wakeup:
+            self._wakeup.notify_all()
+        if self._worker is not None:
+            self._worker.join()
+            self._worker = None
         if self._audio_retry_timer is not None:
             self.destroy_timer(self._audio_retry_timer)
             self._audio_retry_timer = None
@@ -302,6 +310,7 @@ class GroundingNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._destroy_entities()
         device = self.predictor.device if self.predictor is not None else None
         self.predictor = None
         self.audio_source = None
@@ -360,6 +369,8 @@ class GroundingNode(LifecycleNode):
 
     # images and inference -----------------------------------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
+        if self._worker is None:  # inactive
+            return
         try:
             check_compressed(msg) if isinstance(msg, CompressedImage) else check_image(msg)
         except ValueError as error:
