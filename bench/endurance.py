@@ -12,8 +12,14 @@ a synthetic sound, silence and full-scale clipping. Every 10 s it changes `thres
 times (deactivate/activate, then cleanup/configure/activate) and waits for masks to come back each time.
 
 Both nodes subscribe reliably here (a QoS override), so that every bad message sent is one the node saw and
-`frames_rejected` can be compared with it exactly; both sides use FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA.
-Prints a summary and writes it as JSON with --json. Exit code 1 if a goal is missed.
+`frames_rejected` can be compared with it exactly; both sides use FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA. Bad
+messages pause while the lifecycle cycles and then resume at a rate that spreads the rest over the time left: a
+catch-up burst of hundreds of 900 KiB frames into a reliable depth-20 subscription grows Fast DDS's history pools
+for good (measured: +33 MB in one burst, none over the 20 cycles themselves), which is the middleware's high-water
+mark, not the node's.
+Prints a summary and writes it as JSON with --json. Exit code 1 if a goal is missed: both nodes exit 0 within
+5 s of SIGINT, every lifecycle cycle resumes, no inference error or ERROR line, every malformed message counted,
+RSS growth after the warm-up at most 20 MB per node.
 """
 from __future__ import annotations
 
@@ -36,7 +42,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.srv import SetParameters
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -53,6 +59,7 @@ RATE_HZ = 15.0
 RSS_PERIOD_S = 10.0
 PARAMETER_PERIOD_S = 10.0
 RESUME_TIMEOUT_S = 30.0
+EXIT_WITHIN_S = 5.0  # after SIGINT, as `ros2 launch` allows before it escalates
 
 
 def write_clip(path: Path) -> None:
@@ -246,8 +253,11 @@ def main() -> int:
     executor.add_node(driver)
 
     def spin() -> None:
-        while rclpy.ok():
-            executor.spin_once(timeout_sec=0.05)
+        try:
+            while rclpy.ok():
+                executor.spin_once(timeout_sec=0.05)
+        except ExternalShutdownException:  # the context went down between the check and the wait
+            pass
 
     spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
@@ -289,6 +299,9 @@ def main() -> int:
             if len(resumes) < args.cycles and now >= cycles_from:
                 resumes.append(cycle_lifecycle(driver, len(resumes)))
                 continue
+            if now - next_bad > 1.0:  # behind after the lifecycle cycles: spread the rest, do not burst it
+                bad_period = (started + duration - now) / max(args.malformed - sum(bad_sent.values()), 1)
+                next_bad = now
             if now >= next_bad and sum(bad_sent.values()) < args.malformed:
                 if not pending_bad:
                     header = Header(stamp=driver.get_clock().now().to_msg(), frame_id="camera")
@@ -308,19 +321,22 @@ def main() -> int:
         for process in processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
-        codes = {}
+        signalled = time.monotonic()
+        codes, exit_s = {}, {}
         for name, process in processes.items():
             try:
                 codes[name] = process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
                 codes[name] = "killed"
+            exit_s[name] = round(time.monotonic() - signalled, 2)
         rclpy.try_shutdown()
         spinner.join(timeout=5)
 
     latencies = np.array(driver.latencies_ms)
     warm_up_s = min(60.0, duration / 4)
     summary = {"minutes": args.minutes, "frames_sent_per_node": camera.sent, "exit_codes": codes,
+               "exit_s_after_sigint": exit_s,
                "lifecycle_cycles": len(resumes), "lifecycle_resumed": sum(r is not None for r in resumes),
                "lifecycle_resume_s_max": max((r for r in resumes if r is not None), default=None),
                "parameter_changes_applied": parameter_changes,
@@ -342,7 +358,8 @@ def main() -> int:
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
-    goals = [all(code == 0 for code in codes.values()), summary["lifecycle_resumed"] == len(resumes),
+    goals = [all(code == 0 for code in codes.values()), all(t <= EXIT_WITHIN_S for t in exit_s.values()),
+             summary["lifecycle_resumed"] == len(resumes),
              *(summary[n]["inference_errors"] == 0 and summary[n]["error_lines"] == 0 and summary[n]["masks_out"] > 0
                and summary[n]["frames_rejected"] == summary[n]["malformed_sent"]
                and summary[n]["rss_growth_mb"] <= 20 for n in NODES)]
