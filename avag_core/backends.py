@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .config import BACKENDS, AVAGFormerConfig
-from .export import VISUAL_OUTPUTS, GraphSignature, Shape, cache_root, graph_signatures, read_manifest
+from .config import BACKENDS, PRECISION_NAMES, AVAGFormerConfig
+from .export import VISUAL_OUTPUTS, ExportManifest, GraphSignature, Shape, cache_root, graph_signatures, read_manifest
 from .modeling import AVAGFormer
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -54,8 +54,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    if precision not in PRECISION_NAMES:
+        raise ValueError(f"precision must be one of {', '.join(PRECISION_NAMES)}, got {precision!r}")
+
+
+INT8_HELP = ("int8 runs quantized graphs on the openvino backend: export them with python -m avag_core.export "
+             "--checkpoint CKPT --out DIR --quantize int8 --calibration DIR_OF_IMAGES_AND_CLIPS")
 
 
 class InferenceBackend(ABC):
@@ -96,6 +100,8 @@ class TorchBackend(InferenceBackend):
     @classmethod
     def resolve_target(cls, device: str | torch.device, precision: str) -> torch.device:
         check_precision(precision)
+        if precision == "int8":
+            raise ValueError(f"precision 'int8' is not for the torch backend; {INT8_HELP}")
         resolved = resolve_device(device)
         if precision != "fp32" and resolved.type != "cuda":
             raise ValueError(f"precision {precision!r} needs a CUDA device; on {resolved} use fp32")
@@ -146,7 +152,11 @@ class ExportedGraphsBackend(InferenceBackend):
         self.config = manifest.config
         self.device = torch.device("cpu")
         self._signatures = graph_signatures(self.config)
-        self._graphs = {name: self._open_checked(self.folder / s.file, s) for name, s in self._signatures.items()}
+        self._graphs = {name: self._open_checked(self._graph_file(manifest, name), s)
+                        for name, s in self._signatures.items()}
+
+    def _graph_file(self, manifest: ExportManifest, name: str) -> Path:
+        return manifest.folder / self._signatures[name].file
 
     def _open_checked(self, path: Path, signature: GraphSignature) -> Any:
         try:
@@ -219,6 +229,8 @@ class OnnxRuntimeBackend(ExportedGraphsBackend):
             chosen = gpu
         else:
             raise ValueError(f"invalid device {device!r} for onnxruntime; use auto, cpu, cuda or cuda:N")
+        if precision == "int8":
+            raise ValueError(f"precision 'int8' is not for the onnxruntime backend; {INT8_HELP}")
         if precision == "bf16" or (precision == "fp16" and "TensorrtExecutionProvider" not in chosen):
             raise ValueError(f"precision {precision!r} on onnxruntime needs its TensorRT provider (fp16 only): "
                              "the exported graphs are fp32; use fp32")
@@ -255,8 +267,17 @@ class OpenVINOBackend(ExportedGraphsBackend):
 
     def __init__(self, folder: str | Path, device: str = "auto", precision: str = "fp32") -> None:
         self._core = import_runtime("openvino", "openvino").Core()
+        self.precision = precision
         super().__init__(folder, device, precision)
         self.description = f"openvino ({self.target[0]})"
+
+    def _graph_file(self, manifest: ExportManifest, name: str) -> Path:
+        if self.precision != "int8":
+            return super()._graph_file(manifest, name)
+        quantized = manifest.quantized.get("int8")
+        if not quantized:
+            raise ValueError(f"export folder {manifest.folder} has no int8 graphs; {INT8_HELP}")
+        return manifest.folder / quantized[name] if name in quantized else super()._graph_file(manifest, name)
 
     @classmethod
     def resolve_target(cls, device: str, precision: str) -> tuple[str, dict[str, str]]:
@@ -274,13 +295,27 @@ class OpenVINOBackend(ExportedGraphsBackend):
             name = "GPU"
         else:
             raise ValueError(f"invalid device {device!r} for openvino; use auto, cpu or gpu (an Intel GPU)")
-        if precision != "fp32" and name == "CPU":
-            raise ValueError(f"precision {precision!r} on openvino needs device gpu; on the CPU use fp32")
-        return name, {"INFERENCE_PRECISION_HINT": cls.PRECISION_HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
+        if name == "CPU" and precision == "fp16":
+            raise ValueError("precision 'fp16' on openvino needs device gpu; on the CPU use fp32, bf16 (on CPUs "
+                             "with bf16 instructions) or int8")
+        capabilities = core.get_property(name, "OPTIMIZATION_CAPABILITIES")
+        if name == "CPU" and precision == "bf16" and "BF16" not in capabilities:
+            raise ValueError(f"precision 'bf16' needs a CPU with bf16 instructions (AVX-512 BF16 or AMX); "
+                             f"OpenVINO finds only {', '.join(capabilities)} on this one: use fp32 or int8")
+        if precision == "int8":
+            # What stays out of quantization (the head, norms, softmax, the deformable sampling) runs in bf16 where
+            # the CPU has it: on this project's Xeon that took b5 at 512 from 811 to 742 ms per frame, within the
+            # accuracy goal (docs/benchmarks.md); elsewhere in fp32, and on a GPU in its native fp16.
+            hint = "f16" if name == "GPU" else ("bf16" if "BF16" in capabilities else "f32")
+        else:
+            hint = cls.PRECISION_HINTS[precision]
+        return name, {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
 
     def _open(self, path: Path) -> Any:
         name, properties = self.target
-        compiled = self._core.compile_model(self._core.read_model(str(path)), name, properties)
+        # From the file, not from a model read into Python first: OpenVINO then maps the weights instead of holding
+        # a second copy of them.
+        compiled = self._core.compile_model(str(path), name, properties)
         return compiled, compiled.create_infer_request()
 
     def _io_shapes(self, graph: Any) -> tuple[dict[str, Shape], dict[str, Shape]]:

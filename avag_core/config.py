@@ -95,4 +95,4 @@ PRESETS: dict[str, AVAGFormerConfig] = {
 
 # What runs a model (avag_core.backends) and at which precisions.
 BACKENDS = ("torch", "onnxruntime", "openvino")
-PRECISION_NAMES = ("fp32", "fp16", "bf16")
+PRECISION_NAMES = ("fp32", "fp16", "bf16", "int8")

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from .data.dataset import load_mask
+from .data.synthetic import SAMPLE_RATE
 from .metrics import AffordanceScores
 from .modeling import AVAGFormer
 from .backends import autocast_for
@@ -45,3 +47,16 @@ def score_model(model: AVAGFormer, loader: DataLoader, device: torch.device, pre
             if sink is not None:
                 sink(name, function_prob, dependency_prob)
     return scores
+
+
+def score_predictor(predictor, pairs: list) -> tuple[AffordanceScores, list[tuple[np.ndarray, np.ndarray]]]:
+    """An AffordancePredictor (any backend) on in-memory pairs (avag_core.data.synthetic.Pair), at each image's
+    own size: the scores and every (function, dependency) probability map, to compare backends with."""
+    scores = AffordanceScores()
+    probabilities = []
+    for index, pair in enumerate(pairs):
+        prediction = predictor.predict(pair.image, pair.sound, SAMPLE_RATE)
+        scores.add(str(index), torch.from_numpy(prediction.function_prob), torch.from_numpy(pair.function_mask).float(),
+                   torch.from_numpy(prediction.dependency_prob), torch.from_numpy(pair.dependency_mask).float())
+        probabilities.append((prediction.function_prob, prediction.dependency_prob))
+    return scores, probabilities

@@ -1,6 +1,7 @@
 """Export an AVAGFormer to ONNX for the onnxruntime and OpenVINO backends (and TensorRT through onnxruntime).
 
     python -m avag_core.export (--checkpoint CKPT | --model PRESET) --out DIR [--image-size N] [--opset K]
+                               [--quantize int8 --calibration DIR|synthetic]
 
 The model is split where the predictor reuses work, so a runtime runs each part only when it must:
 
@@ -13,7 +14,8 @@ The model is split where the predictor reuses work, so a runtime runs each part 
 The image side runs once per frame whatever the number of sounds, and the audio encoder only on windows the
 predictor has not embedded yet (padding windows once). Each graph keeps its weights in GRAPH.onnx.data beside
 it. avagformer.json holds the model config, the graphs' signatures, the input normalisation, the threshold and
-where the weights came from.
+where the weights came from. With --quantize int8 the folder also gets INT8 graphs for the openvino backend
+(avag_core.quantize), calibrated on --calibration.
 """
 from __future__ import annotations
 
@@ -186,6 +188,7 @@ def export_onnx(model: AVAGFormer, out_dir: str | os.PathLike, *, opset: int = D
 class ExportManifest:
     folder: Path
     config: AVAGFormerConfig
+    quantized: dict[str, dict[str, str]]  # precision -> graph -> file (avag_core.quantize)
 
 
 def read_manifest(folder: str | os.PathLike) -> ExportManifest:
@@ -202,10 +205,12 @@ def read_manifest(folder: str | os.PathLike) -> ExportManifest:
         config = AVAGFormerConfig.from_dict(manifest["config"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path} is not a valid export manifest: {error}") from error
-    for signature in graph_signatures(config).values():
-        if not (folder / signature.file).is_file():
-            raise ValueError(f"export folder {folder} lacks {signature.file}")
-    return ExportManifest(folder, config)
+    quantized = {precision: entry["graphs"] for precision, entry in manifest.get("quantized", {}).items()}
+    files = [s.file for s in graph_signatures(config).values()] + [f for g in quantized.values() for f in g.values()]
+    for file in files:
+        if not (folder / file).is_file():
+            raise ValueError(f"export folder {folder} lacks {file}")
+    return ExportManifest(folder, config, quantized)
 
 
 def cache_root() -> Path:
@@ -238,11 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, help="input size baked into the graphs (default: the model's)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--threshold", type=float, default=0.5, help="mask threshold recorded in the manifest")
+    parser.add_argument("--quantize", choices=["int8"], help="also write INT8 graphs for the openvino backend")
+    parser.add_argument("--calibration", help="with --quantize: a folder of images and clips like the robot's, or "
+                                              "'synthetic' (weights trained on the synthetic task only)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if bool(args.quantize) != bool(args.calibration):
+        parser.error("--quantize and --calibration go together")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         overrides = {"image_size": args.image_size} if args.image_size else {}
@@ -255,10 +266,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.opset < 17:
             raise ValueError(f"opset {args.opset} is too old: the graphs need opset 17 or newer")
         folder = export_onnx(model, args.out, opset=args.opset, threshold=args.threshold, source=source)
+        if args.quantize:
+            from .quantize import quantize_export  # needs nncf, which only quantizing does
+
+            quantize_export(folder, args.calibration)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    sizes = {p.name: p.stat().st_size / 2**20 for p in sorted(folder.glob("*.onnx"))}
+    weights = {".onnx": lambda p: p.with_name(p.name + ".data"), ".xml": lambda p: p.with_suffix(".bin")}
+    sizes = {p.name: (p.stat().st_size + weights[p.suffix](p).stat().st_size) / 2**20
+             for p in sorted([*folder.glob("*.onnx"), *folder.glob("*.xml")])}
     print(f"wrote {folder}: " + ", ".join(f"{name} ({mib:.1f} MiB)" for name, mib in sizes.items()))
     return 0
 

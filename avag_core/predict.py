@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import load_audio
-from .config import BACKENDS, PRESETS
+from .config import BACKENDS, PRECISION_NAMES, PRESETS
 from .image import load_image, overlay, save_png
 from .predictor import AffordancePrediction, AffordancePredictor
 
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what runs the model (default: torch); a .pt checkpoint is exported to ONNX once")
     parser.add_argument("--device", default="auto",
                         help="auto, cpu, cuda or cuda:N; for openvino auto, cpu or gpu (default: auto)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--precision", default="fp32", choices=PRECISION_NAMES)
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold for the masks")
     parser.add_argument("--image-size", type=int, help="model input size for --model (default: the preset's)")
     return parser

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .audio import audio_to_model_input
-from .backends import EXPORTED_BACKENDS, InferenceBackend, TorchBackend, backend_class
+from .backends import EXPORTED_BACKENDS, INT8_HELP, InferenceBackend, TorchBackend, backend_class
 from .build import build_model, load_model
 from .config import AVAGFormerConfig
 from .export import export_onnx, exported_checkpoint
@@ -124,6 +124,8 @@ class AffordancePredictor:
             return cls(TorchBackend(load_model(path), device, precision), threshold)
         if path.is_dir():
             return cls(backend_type(path, str(device), precision), threshold)
+        if precision == "int8":  # quantizing needs calibration data, so it is never done behind the user's back
+            raise ValueError(f"{path} is a checkpoint; {INT8_HELP}, and pass that folder")
         backend_type.resolve_target(str(device), precision)
         return cls(backend_type(exported_checkpoint(path), str(device), precision), threshold)
 

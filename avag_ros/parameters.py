@@ -66,8 +66,9 @@ SPECS = (
     Spec("model", "avagformer_b0", "Preset used when no checkpoint is given.", read_only=True,
          choices=tuple(sorted(PRESETS))),
     Spec("device", "auto", f"Inference device: {DEVICES_HELP}.", read_only=True),
-    Spec("precision", "fp32", "fp32, or fp16/bf16 autocast on CUDA (torch); fp16 with TensorRT (onnxruntime); "
-         "fp16/bf16 on an OpenVINO GPU.", read_only=True, choices=PRECISION_NAMES),
+    Spec("precision", "fp32", "fp32; fp16/bf16 autocast on CUDA (torch); fp16 with TensorRT (onnxruntime); bf16 "
+         "on a CPU with bf16 instructions or an Intel GPU, fp16 on the GPU, int8 from an export made with --quantize "
+         "int8 (openvino).", read_only=True, choices=PRECISION_NAMES),
     Spec("use_compressed", False, "Subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image.",
          read_only=True),
     Spec("autostart", True, "Configure and activate on start-up, so `ros2 run` just works.", read_only=True),

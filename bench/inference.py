@@ -11,7 +11,8 @@ Columns, each the median of `repeats` calls after a warm-up:
 - image: the image side (backbone, deformable encoder, FPN); audio: the audio encoder on the clip's 6 distinct
   windows (5 real and the padding window); head: everything after, for one sound.
 - peak RSS: each row runs in its own process. The exported backends load graphs exported beforehand from the
-  same seed-0 weights and never build the PyTorch model.
+  same seed-0 weights and never build the PyTorch model; int8 rows load graphs quantized beforehand with the
+  synthetic calibration set (random weights: for speed, not accuracy, which bench/precision.py measures).
 - ratio: total over the first row's total for the same preset and size (put torch eager first).
 """
 from __future__ import annotations
@@ -29,11 +30,13 @@ import torch
 from avag_core import AffordancePredictor, build_model
 from avag_core.export import export_onnx
 from avag_core.predictor import AudioEmbeddingCache
+from avag_core.quantize import quantize_export
 from timing import median_ms
 
 CLIP_SECONDS = 4.4
 IMAGE_SHAPE = (480, 640, 3)
-DEFAULT_ROWS = ["torch:cpu:fp32", "onnxruntime:cpu:fp32", "openvino:cpu:fp32"]
+DEFAULT_ROWS = ["torch:cpu:fp32", "onnxruntime:cpu:fp32", "openvino:cpu:fp32", "openvino:cpu:bf16",
+                "openvino:cpu:int8"]
 
 
 def peak_rss_mb() -> float:
@@ -107,6 +110,8 @@ def main() -> None:
                 folder = Path(scratch) / f"{preset}-{size}"
                 if any(not row.startswith("torch:") for row in args.rows):
                     export_onnx(random_model(preset, size), folder)
+                if any(row.endswith(":int8") for row in args.rows):
+                    quantize_export(folder, "synthetic")
                 baseline = None
                 for row in args.rows:
                     command = [sys.executable, __file__, "--repeats", str(args.repeats),

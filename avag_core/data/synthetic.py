@@ -217,13 +217,16 @@ class Pair:
     category: Category
 
 
-def sample_pairs(seed: int, count: int, size: int = 128, seconds: float = 2.0) -> list[Pair]:
-    """`count` pairs drawn like the dataset's (each scene once per object, with that object's own new sound),
-    without writing files: for calibration and for accuracy checks. Deterministic per (seed, count, size)."""
+def sample_pairs(seed: int, count: int, size: int = 128, seconds: float = 2.0, seen: bool = True) -> list[Pair]:
+    """`count` pairs drawn like the dataset's (each scene once per object, with that object's own new sound) from
+    the seen categories (or the unseen ones), without writing files: for calibration and for accuracy checks.
+    Deterministic per arguments."""
     rng = np.random.default_rng(seed)
+    pool = [c for c in CATEGORIES if c.seen == seen]
     pairs: list[Pair] = []
     while len(pairs) < count:
-        scene = render_scene(rng, size)
+        chosen = rng.choice(len(pool), min(len(pool), int(rng.integers(2, 4))), replace=False)
+        scene = render_scene(rng, size, [pool[i] for i in chosen])
         for category, function, dependency in zip(scene.categories, scene.function_masks, scene.dependency_masks):
             if len(pairs) < count:
                 pairs.append(Pair(scene.image, synthesize_sound(rng, category.sound, seconds), function,
