@@ -13,7 +13,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, Poi
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from .geometry import Intrinsics, RegionGeometry, quaternion
+from .geometry import DepthImage, Intrinsics, RegionGeometry, quaternion
 
 # encoding -> (bytes per pixel, converter from the packed HxWxC array to RGB). OpenCV rather than numpy
 # fancy indexing: a 640x480 bgr8 swap takes 0.07 ms instead of 3 ms, which matters on the inference path.
@@ -135,9 +135,9 @@ def largest_region_polygon(mask: np.ndarray, header: Header) -> PolygonStamped:
 DEPTH_ENCODINGS = {"16UC1": ("u2", 0.001), "mono16": ("u2", 0.001), "32FC1": ("f4", 1.0)}
 
 
-def depth_to_metres(msg: Image) -> np.ndarray:
-    """sensor_msgs/Image depth (16UC1 millimetres or 32FC1 metres) -> HxW float32 metres; 0 and NaN stay as they
-    are (no measurement), for the geometry to ignore."""
+def depth_image(msg: Image) -> DepthImage:
+    """sensor_msgs/Image depth (16UC1 millimetres or 32FC1 metres) -> its values as they are (no copy unless the
+    byte order differs) and their unit; 0 and NaN stay as they are (no measurement), for the geometry to ignore."""
     if msg.encoding not in DEPTH_ENCODINGS:
         raise ValueError(f"unsupported depth encoding '{msg.encoding}'; supported: {', '.join(DEPTH_ENCODINGS)}")
     kind, scale = DEPTH_ENCODINGS[msg.encoding]
@@ -148,10 +148,10 @@ def depth_to_metres(msg: Image) -> np.ndarray:
     if step < row_bytes or len(msg.data) != step * height:
         raise ValueError(f"depth image {width}x{height} {msg.encoding}: step {step} and {len(msg.data)} bytes of "
                          f"data do not fit (need step >= {row_bytes} and step x height bytes)")
-    rows = np.frombuffer(msg.data, np.uint8).reshape(height, step)[:, :row_bytes]
     dtype = np.dtype(kind).newbyteorder(">" if msg.is_bigendian else "<")
-    depth = np.ascontiguousarray(rows).view(dtype).reshape(height, width)
-    return depth.astype(np.float32) * np.float32(scale) if scale != 1.0 else depth.astype(np.float32)
+    rows = np.frombuffer(msg.data, np.uint8).reshape(height, step)[:, :row_bytes]
+    values = np.ascontiguousarray(rows).view(dtype).reshape(height, width)
+    return DepthImage(values if dtype.isnative else values.astype(dtype.newbyteorder("=")), scale)
 
 
 def metres_to_depth_image(depth_m: np.ndarray, encoding: str, header: Header) -> Image:

@@ -15,7 +15,7 @@ import numpy as np
 
 from avag_core.data.synthetic import Scene
 
-from .geometry import Intrinsics, erode, region_points, robust_point
+from .geometry import DepthImage, Intrinsics, erode, region_points, robust_point
 
 TABLE_DISTANCE_M = 0.70  # from the camera's centre to the table plane
 TABLE_TILT_DEG = 40.0  # between the optical axis and the table's normal: a camera looking down and ahead
@@ -100,7 +100,8 @@ def true_target(depth_scene: DepthScene, function_mask: np.ndarray, object_index
                 min_m: float, max_m: float) -> tuple[np.ndarray, np.ndarray]:
     """(point, surface normal) that a perfect mask would give: the README's point definition applied to the true
     function region, and the true normal of the object's top."""
-    points = region_points(function_mask, depth_scene.depth_m, depth_scene.intrinsics, erode_px, min_m, max_m)
+    points = region_points(function_mask, DepthImage(depth_scene.depth_m, 1.0), depth_scene.intrinsics, erode_px,
+                           min_m, max_m)
     return robust_point(points), depth_scene.planes[object_index].normal
 
 

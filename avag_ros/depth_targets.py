@@ -21,7 +21,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from .conversions import (affordance_markers, camera_info_intrinsics, depth_to_metres, point_stamped,
+from .conversions import (affordance_markers, camera_info_intrinsics, depth_image, point_stamped,
                           points_to_cloud, pose_stamped)
 from .geometry import Intrinsics, even_subsample, region_geometry
 
@@ -134,7 +134,7 @@ class DepthTargets:
         try:
             depth_msg, info = self.buffer.pair(Time.from_msg(header.stamp).nanoseconds, settings.max_offset_s)
             try:
-                depth = depth_to_metres(depth_msg)
+                depth = depth_image(depth_msg)
                 intrinsics = camera_info_intrinsics(info)
             except ValueError as error:
                 raise DepthUnavailable("depth_rejected", str(error)) from None
@@ -157,12 +157,15 @@ class DepthTargets:
                                 f"the {region} region has fewer than {settings.min_points} pixels with valid depth")
                 continue
             self._publishers[f"affordance/{region}_point"].publish(point_stamped(geometry.point, out))
-            cloud = even_subsample(geometry.points, settings.max_cloud_points)
-            self._publishers[f"affordance/{region}_cloud"].publish(points_to_cloud(cloud, out))
+            clouds = self._publishers[f"affordance/{region}_cloud"]
+            if clouds.get_subscription_count() > 0:  # clouds and markers are built only for someone who listens
+                clouds.publish(points_to_cloud(even_subsample(geometry.points, settings.max_cloud_points), out))
             if geometry.rotation is not None:
                 self._publishers["affordance/function_pose"].publish(pose_stamped(geometry.point,
                                                                                   geometry.rotation, out))
-        self._publishers["affordance/markers"].publish(affordance_markers(regions, out))
+        markers = self._publishers["affordance/markers"]
+        if markers.get_subscription_count() > 0:
+            markers.publish(affordance_markers(regions, out))
 
     def diagnostic_status(self, name: str) -> DiagnosticStatus:
         with self._lock:

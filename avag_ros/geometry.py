@@ -19,7 +19,7 @@ import numpy as np
 # Plane fit: RANSAC on an even subsample, then least squares on every inlier.
 RANSAC_POINTS = 1024
 RANSAC_ITERATIONS = 64
-POSE_POINTS = 8192
+POSE_POINTS = 2048  # the plane and main direction of a region are fitted on this many of its points, evenly spread
 MIN_INLIER_M = 0.004  # inlier distance: this, or 1% of the median depth if larger (depth noise grows with range)
 
 
@@ -41,6 +41,18 @@ class Intrinsics:
                           width, height)
 
 
+@dataclass(frozen=True)
+class DepthImage:
+    """A depth image as it arrived (uint16 millimetres or float32 metres, not converted as a whole: only the
+    pixels a region reads are), and the metres one unit is."""
+    values: np.ndarray
+    metres_per_unit: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.values.shape
+
+
 def disk(radius: int) -> np.ndarray:
     offsets = np.arange(-radius, radius + 1)
     return (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius ** 2).astype(np.uint8)
@@ -53,9 +65,9 @@ def erode(mask: np.ndarray, radius: int) -> np.ndarray:
     return cv2.erode(mask.astype(np.uint8), disk(radius), borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
 
 
-def region_points(mask: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics, erode_px: int, min_m: float,
+def region_points(mask: np.ndarray, depth: DepthImage, intrinsics: Intrinsics, erode_px: int, min_m: float,
                   max_m: float) -> np.ndarray:
-    """[N, 3] float64 points of a region (the definition above); `mask` and `depth_m` share one grid, which
+    """[N, 3] float32 points of a region (the definition above); `mask` and `depth` share one grid, which
     `intrinsics` describes."""
     # On the mask's bounding box: most regions are a small part of the image, and beyond the box the mask is
     # empty, as the erosion takes the outside of the image to be.
@@ -66,15 +78,16 @@ def region_points(mask: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics,
         core = crop
     rows, columns = np.nonzero(core)
     rows, columns = rows + top, columns + left
-    z = depth_m[rows, columns].astype(np.float64)
+    z = depth.values[rows, columns].astype(np.float32) * np.float32(depth.metres_per_unit)
     valid = np.isfinite(z) & (z >= min_m) & (z <= max_m)
     rows, columns, z = rows[valid], columns[valid], z[valid]
-    return np.stack([(columns - intrinsics.cx) * z / intrinsics.fx, (rows - intrinsics.cy) * z / intrinsics.fy, z],
-                    axis=1)
+    x = (columns.astype(np.float32) - np.float32(intrinsics.cx)) * z / np.float32(intrinsics.fx)
+    y = (rows.astype(np.float32) - np.float32(intrinsics.cy)) * z / np.float32(intrinsics.fy)
+    return np.stack([x, y, z], axis=1)
 
 
 def robust_point(points: np.ndarray) -> np.ndarray:
-    return np.median(points, axis=0)
+    return np.median(points, axis=0).astype(np.float64)
 
 
 def principal_axes(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,7 +128,7 @@ def approach_frame(points: np.ndarray, point: np.ndarray) -> np.ndarray | None:
     surface toward the camera (a gripper approaches along -z), x the region's main direction in the plane (the
     sign that points right in the image), y = z cross x. None when the region fits no plane. Fitted on at most
     POSE_POINTS of the region's points, evenly spread."""
-    points = even_subsample(points, POSE_POINTS)
+    points = even_subsample(points, POSE_POINTS).astype(np.float64)
     fitted = fit_plane(points)
     if fitted is None:
         return None
@@ -180,10 +193,10 @@ def mask_on_depth_grid(mask: np.ndarray, depth_shape: tuple[int, int]) -> np.nda
                       interpolation=cv2.INTER_NEAREST_EXACT).astype(bool)
 
 
-def region_geometry(mask: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics, *, erode_px: int, min_m: float,
+def region_geometry(mask: np.ndarray, depth: DepthImage, intrinsics: Intrinsics, *, erode_px: int, min_m: float,
                     max_m: float, min_points: int, with_pose: bool) -> RegionGeometry | None:
     """The region's point (and pose), or None when fewer than `min_points` of its pixels have valid depth."""
-    points = region_points(mask_on_depth_grid(mask, depth_m.shape), depth_m, intrinsics, erode_px, min_m, max_m)
+    points = region_points(mask_on_depth_grid(mask, depth.shape), depth, intrinsics, erode_px, min_m, max_m)
     if len(points) < max(min_points, 1):
         return None
     point = robust_point(points)

@@ -4,7 +4,8 @@
 
 One frame: decode the depth message, place the masks on its grid, compute both regions' geometry (erosion,
 back-projection, median point; RANSAC and least-squares plane and main direction for the function region), and
-build the point, pose, cloud and marker messages. DDS publishing is not included (bench/node_latency.py measures
+build the point, pose, cloud and marker messages (the node builds clouds and markers only while someone
+subscribes to them; here they always are). DDS publishing is not included (bench/node_latency.py measures
 the node end to end). Masks and depth are the demo scene's (avag_ros.demo_depth) at 640x640, cropped to 640x480:
 real object shapes, a tilted table, holes at depth edges. Prints the median and p95 in ms and each region's
 pixel count. Goal: at most 3 ms median.
@@ -19,7 +20,7 @@ import numpy as np
 from std_msgs.msg import Header
 
 from avag_core.data.synthetic import CATEGORIES, render_scene
-from avag_ros.conversions import (affordance_markers, depth_to_metres, metres_to_depth_image, point_stamped,
+from avag_ros.conversions import (affordance_markers, depth_image, metres_to_depth_image, point_stamped,
                                   points_to_cloud, pose_stamped)
 from avag_ros.demo_depth import render_depth
 from avag_ros.depth_targets import depth_grid_intrinsics
@@ -46,7 +47,7 @@ def main() -> None:
     cloud_limit = spec("depth.max_cloud_points").default
 
     def frame() -> None:
-        depth = depth_to_metres(message)
+        depth = depth_image(message)
         grid = depth_grid_intrinsics(intrinsics, depth.shape, masks["function"].shape)
         regions = {}
         for name, mask in masks.items():
