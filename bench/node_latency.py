@@ -1,8 +1,10 @@
 """End-to-end latency of the grounding node over DDS on loopback, and its overhead beyond the model.
 
-    python bench/node_latency.py [--model avagformer_b0] [--width 640 --height 480] [--frames 20]
+    python bench/node_latency.py [--model avagformer_b0 | --checkpoint CKPT_OR_EXPORT] [--backend torch]
+                                 [--precision fp32] [--width 640 --height 480] [--frames 20]
 
-The node (random weights, file audio) spins in this process on the executor `ros2 run` uses. A prober in a separate
+The node (random weights of --model, or --checkpoint: a .pt or an export folder, on --backend at --precision;
+file audio) spins in this process on the executor `ros2 run` uses. A prober in a separate
 process, like a planner would be, publishes one image at a time and waits for its function mask (no queueing),
 timing publish -> receipt. The same image and sound are first timed through the predictor alone (pre- and
 post-processing included) and through the bare model forward.
@@ -97,24 +99,29 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--frames", type=int, default=20)
+    parser.add_argument("--checkpoint", type=Path, help="a .pt or an export folder (default: random --model)")
+    parser.add_argument("--backend", default="torch")
+    parser.add_argument("--precision", default="fp32")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="avag_latency_"))
     torch.manual_seed(0)
-    checkpoint = work / "model.pt"
-    save_checkpoint(checkpoint, build_model(args.model))
+    checkpoint = args.checkpoint or work / "model.pt"
+    if args.checkpoint is None:
+        save_checkpoint(checkpoint, build_model(args.model))
     tone = work / "tone.wav"
     t = np.arange(3 * 16000) / 16000
     soundfile.write(tone, (0.3 * np.sin(2 * np.pi * 660 * t)).astype(np.float32), 16000)
     image = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
 
-    predictor = AffordancePredictor.from_checkpoint(checkpoint, device="cpu")
+    predictor = AffordancePredictor.from_checkpoint(checkpoint, "cpu", args.precision, backend=args.backend)
     audio = (0.3 * np.sin(2 * np.pi * 660 * t[:32000])).astype(np.float32)
     predict_ms = median_ms(lambda: predictor.predict(image, audio, 16000), 10)
     pixels = predictor.prepare_image(image)
-    windows = predictor.prepare_audio(audio, 16000)[None]
+    windows = predictor.prepare_audio(audio, 16000)
     with torch.inference_mode():
-        forward_ms = median_ms(lambda: predictor.backend.model(pixels, windows), 10)
-    del predictor
+        parts = predictor.backend
+        forward_ms = median_ms(lambda: parts.decode(parts.encode_image(pixels), parts.embed_audio(windows)[None]), 10)
+    del predictor, parts
 
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # read by rclpy.init, inherited by the prober
     domain_id = random.randint(60, 100)  # ids above 101 can collide with ephemeral ports
@@ -122,7 +129,8 @@ def main() -> None:
     node = GroundingNode(parameter_overrides=[
         Parameter("checkpoint", value=str(checkpoint)), Parameter("audio.source", value="file"),
         Parameter("audio.file", value=str(tone)), Parameter("max_rate_hz", value=0.0),
-        Parameter("device", value="cpu")])
+        Parameter("device", value="cpu"), Parameter("backend", value=args.backend),
+        Parameter("precision", value=args.precision)])
     # The node's predict time per frame, keyed by the frame's stamp (the worker thread handles one at a time).
     predict_ms_by_stamp: dict[int, float] = {}
     node_process, node_predict = node._process, node.predictor.predict
@@ -162,11 +170,12 @@ def main() -> None:
         raise SystemExit("the node never answered the prober")
     trips_ms = np.array([trip for trip, _ in pairs])
     overhead_ms = np.array([trip - predict for trip, predict in pairs])
-    print(f"{args.model} (random weights), {args.width}x{args.height} bgr8 over DDS loopback (Fast DDS "
+    model = args.checkpoint or f"{args.model} (random weights)"
+    print(f"{model} on {args.backend} {args.precision}, {args.width}x{args.height} bgr8 over DDS loopback (Fast DDS "
           f"{os.environ['FASTDDS_BUILTIN_TRANSPORTS']}), prober in its own process, {len(pairs)} of {args.frames} frames paired, cpu x{torch.get_num_threads()}")
     print("| measure | median ms | p95 ms |")
     print("|---|---|---|")
-    print(f"| model forward | {forward_ms:.1f} | |")
+    print(f"| model (image encoder, audio encoder on every window, head) | {forward_ms:.1f} | |")
     print(f"| predictor.predict (resize, audio front-end, forward, masks) | {predict_ms:.1f} | |")
     print(f"| publish -> mask received | {np.median(trips_ms):.1f} | {np.percentile(trips_ms, 95):.1f} |")
     print(f"| predict inside the node | {np.median([predict for _, predict in pairs]):.1f} | |")
