@@ -1,8 +1,8 @@
 """The training recipe's helpers, shared by `training/train.py` and the tests that train.
 
 The final path (per-task compressor and upsampler) learns at `final_lr_scale` times the base rate: from
-scratch, at one shared rate, its bias drifts too slowly for the masks to leave sigmoid(initial bias) (README,
-"Training recipe"). The schedule is a function of the step alone, so a resumed run needs no scheduler state.
+scratch, at one shared rate, its bias drifts too slowly for the masks to leave sigmoid(initial bias)
+(docs/training-recipe.md). The schedule is a function of the step alone, so a resumed run needs no scheduler state.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ weight 0.1, the released losses. Backbone schedule (ours, documented): frozen fo
 for epoch 10 only (spec section 9); set freeze_backbone_epochs to the number of epochs to keep it frozen always.
 
 Departures from the released recipe, on by default because without them the model does not learn from
-scratch (README, "Training recipe"); each can be set back:
+scratch (docs/training-recipe.md); each can be set back:
 - `audio_encoder: auto` uses the frozen VGGish when `vggish_weights` is given, else a light trainable CNN (a random
   frozen VGGish cannot tell sounds apart). `vggish` forces the released encoder.
 - `foreground_prior: 0.01` starts the final mask logits at a 1% foreground probability (0: PyTorch's init).
