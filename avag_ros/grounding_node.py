@@ -3,14 +3,13 @@
     ros2 run avag_ros grounding_node --ros-args -p checkpoint:=model.pt -r image:=/camera/image_raw
     python -m avag_ros.grounding_node --ros-args ...
 
-A lifecycle node: configure loads the model and the audio source, activate starts the subscriptions,
-publishers and the inference thread, deactivate stops them, cleanup frees the model. With `autostart` (default)
-it configures and activates itself. Inference runs on the newest image only, in its own thread, and only while a
+A lifecycle node: configure loads the model and the audio source and creates the publishers and subscriptions,
+activate starts the audio and the inference loop, deactivate stops them, cleanup destroys the entities and frees
+the model. With `autostart` (default) it configures and activates itself. Inference runs on the newest image only, in its own thread, and only while a
 sound event is active; image callbacks never wait for the model.
 """
 from __future__ import annotations
 
-import ctypes
 import gc
 import math
 import os
@@ -18,6 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future
 
 import numpy as np
 import rclpy
@@ -43,6 +43,7 @@ from .audio_sources import AudioSource, FileSource, MicrophoneSource, TopicSourc
 from .conversions import (check_compressed, check_image, compressed_to_rgb, image_to_rgb, largest_region_polygon,
                           mask_to_image, probability_to_image, rgb_to_bgr8)
 from .depth_targets import DepthSettings, DepthTargets
+from .memory import ReusedThread, return_freed_memory
 from .ros_logging import forward_library_logs, stop_forwarding
 from .shutdown import BoundedShutdown
 
@@ -157,7 +158,8 @@ class GroundingNode(LifecycleNode):
         self._latest: Image | CompressedImage | None = None
         self._wakeup = threading.Condition()
         self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._inference_thread = ReusedThread("affordance_inference")
+        self._worker: Future | None = None  # the running inference loop, while active
         self._audio_retry_timer = None
         self._audio_failure: str | None = None  # the last audio error logged, so that a retry loop logs it once
         self._warned_large_images = False
@@ -288,18 +290,12 @@ class GroundingNode(LifecycleNode):
         self._start_audio()
         self._audio_retry_timer = self.create_timer(settings.audio_retry_s, self._retry_audio)
         self._stop.clear()
-        self._worker = threading.Thread(target=self._run_worker, name="affordance_inference", daemon=True)
-        self._worker.start()
+        self._worker = self._inference_thread.submit(self._run_worker)
         self.get_logger().info(f"active: listening on {self._image_subscription.topic_name}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop.set()
-        with self._wakeup:
-            self._wakeup.notify_all()
-        if self._worker is not None:
-            self._worker.join()
-            self._worker = None
+        self._stop_inference()
         if self._audio_retry_timer is not None:
             self.destroy_timer(self._audio_retry_timer)
             self._audio_retry_timer = None
@@ -327,7 +323,17 @@ class GroundingNode(LifecycleNode):
         self.finalized.set()
         return self.on_cleanup(state)
 
+    def _stop_inference(self) -> None:
+        self._stop.set()
+        with self._wakeup:
+            self._wakeup.notify_all()
+        if self._worker is not None:
+            self._worker.result()
+            self._worker = None
+
     def destroy_node(self) -> None:
+        self._stop_inference()  # a node destroyed while active must not leave its loop waiting for images
+        self._inference_thread.close()
         stop_forwarding(self._library_logs)
         super().destroy_node()
 
@@ -519,17 +525,6 @@ class GroundingNode(LifecycleNode):
             array.status.append(self._targets.diagnostic_status(f"{self.get_name()}: 3D"))
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)
-
-
-_LIBC = ctypes.CDLL(None)
-
-
-def return_freed_memory() -> None:
-    """Give the pages that a transition freed back to the OS. glibc's allocator otherwise keeps them in its
-    per-thread arenas: without this, 20 deactivate/activate and cleanup/configure cycles of the demo model grew the
-    node by 42 MB, with it by 13 MB, most of that in the first cycle (bench/endurance.py reports the growth)."""
-    if hasattr(_LIBC, "malloc_trim"):  # glibc only; other C libraries return memory on their own terms
-        _LIBC.malloc_trim(0)
 
 
 def fastdds_default_transports() -> bool:

@@ -193,6 +193,8 @@ def test_lifecycle_transitions(files):
                                   publish=lambda: probe.publish_rgb(rgb_image()))
         node.trigger_activate()
         assert probe.wait_for("affordance/function_mask", publish=lambda: probe.publish_rgb(rgb_image()))
+        inference_threads = inference_thread_ids()
+        assert len(inference_threads) == 1
         node.trigger_deactivate()
         assert node._state_machine.current_state[1] == "inactive"
         time.sleep(0.5)
@@ -203,6 +205,15 @@ def test_lifecycle_transitions(files):
         node.trigger_cleanup()
         assert node._state_machine.current_state[1] == "unconfigured" and node.predictor is None
         assert node.trigger_configure() == rclpy.lifecycle.TransitionCallbackReturn.SUCCESS
+        node.trigger_activate()
+        before = probe.count("affordance/function_mask")
+        assert probe.wait_for("affordance/function_mask", before + 1, publish=lambda: probe.publish_rgb(rgb_image()))
+        # The same thread, hence the same malloc arena, as before the cycle (avag_ros.memory).
+        assert inference_thread_ids() == inference_threads
+
+
+def inference_thread_ids() -> list[int]:
+    return [thread.native_id for thread in threading.enumerate() if thread.name == "affordance_inference"]
 
 
 def test_parameters_are_validated_and_dynamic_ones_apply(files):
@@ -266,7 +277,7 @@ def test_broken_microphone_is_reported_once_and_the_node_keeps_running(files, ca
         assert probe.wait_for("/diagnostics", 3, timeout=10)  # 3 s: six retries
         values = diagnostics_values(probe)
         assert values["_level"] == b"\x01" and "failed to open" in values["audio_health"]
-        assert node._worker.is_alive()
+        assert node._worker.running()
         errors = [line for line in capfd.readouterr().err.splitlines() if "audio source failed" in line]
         assert len(errors) == 1, errors
 
