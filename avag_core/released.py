@@ -47,7 +47,8 @@ NEVER_USED = {
     "audio_proj1": r"audio_proj1\.",
     "stride-4 input projection (head.in_proj.0.*)": r"head\.in_proj\.0\.",
     "FiLM layers (head.decode_*.film.*)": r"head\.decode_(func|dep)\.film\.",
-    "mask attention key bias (head.mask_conditioned_attn.key_proj.bias)": r"head\.mask_conditioned_attn\.key_proj\.bias$",
+    "mask attention key bias (head.mask_conditioned_attn.key_proj.bias)":
+        r"head\.mask_conditioned_attn\.key_proj\.bias$",
 }
 
 # Present in every released AVAGFormer state_dict and in no other file this project reads.

@@ -73,8 +73,9 @@ class DepthBuffer:
             raise DepthUnavailable("frames_without_depth", "no depth image received on depth/image yet")
         offset_ns, image = min(((abs(t - stamp_ns), m) for t, m in images), key=lambda pair: pair[0])
         if offset_ns > max_offset_s * 1e9:
-            raise DepthUnavailable("frames_without_depth", f"the nearest depth image is {offset_ns / 1e9:.3f} s from the "
-                                               f"colour frame (depth.max_offset_s is {max_offset_s:g} s)")
+            raise DepthUnavailable("frames_without_depth",
+                                   f"the nearest depth image is {offset_ns / 1e9:.3f} s from the colour frame "
+                                   f"(depth.max_offset_s is {max_offset_s:g} s)")
         return image, info
 
 

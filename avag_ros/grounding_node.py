@@ -5,8 +5,8 @@
 
 A lifecycle node: configure loads the model and the audio source and creates the publishers and subscriptions,
 activate starts the audio and the inference loop, deactivate stops them, cleanup destroys the entities and frees
-the model. With `autostart` (default) it configures and activates itself. Inference runs on the newest image only, in its own thread, and only while a
-sound event is active; image callbacks never wait for the model.
+the model. With `autostart` (default) it configures and activates itself. Inference runs on the newest image
+only, in its own thread, and only while a sound event is active; image callbacks never wait for the model.
 """
 from __future__ import annotations
 

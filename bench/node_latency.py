@@ -172,7 +172,8 @@ def main() -> None:
     overhead_ms = np.array([trip - predict for trip, predict in pairs])
     model = args.checkpoint or f"{args.model} (random weights)"
     print(f"{model} on {args.backend} {args.precision}, {args.width}x{args.height} bgr8 over DDS loopback (Fast DDS "
-          f"{os.environ['FASTDDS_BUILTIN_TRANSPORTS']}), prober in its own process, {len(pairs)} of {args.frames} frames paired, cpu x{torch.get_num_threads()}")
+          f"{os.environ['FASTDDS_BUILTIN_TRANSPORTS']}), prober in its own process, {len(pairs)} of {args.frames} "
+          f"frames paired, cpu x{torch.get_num_threads()}")
     print("| measure | median ms | p95 ms |")
     print("|---|---|---|")
     print(f"| model (image encoder, audio encoder on every window, head) | {forward_ms:.1f} | |")

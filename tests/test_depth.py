@@ -151,7 +151,8 @@ def test_point_pose_and_cloud_on_a_tilted_plane_with_holes(files, encoding):
         add(grounding_node(context, files["checkpoint"], files["tone"], **DEPTH_PARAMETERS))
         probe = add(Probe(context, OUTPUTS))
         camera = Camera(probe)
-        assert probe.wait_for("affordance/function_pose", 2, timeout=60, publish=lambda: camera.publish(depth, encoding))
+        assert probe.wait_for("affordance/function_pose", 2, timeout=60,
+                              publish=lambda: camera.publish(depth, encoding))
         assert probe.wait_for("affordance/markers") and probe.wait_for("affordance/function_cloud")
         sent = camera.sent_depth[stamp_key(probe.received["affordance/function_point"][0])]
         if encoding == "16UC1":  # what the node received: millimetres, 0 for the holes

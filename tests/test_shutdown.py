@@ -48,7 +48,8 @@ def test_compressed_node_stops_cleanly_under_a_stream_every_time(files, tmp_path
         def stream():
             while not stop.wait(1 / 15):
                 probe.publisher.publish(CompressedImage(header=probe.header(), format="jpeg", data=jpeg))
-                probe.publisher.publish(CompressedImage(header=probe.header(), format="jpeg", data=malformed(rng, jpeg)))
+                probe.publisher.publish(CompressedImage(header=probe.header(), format="jpeg",
+                                                        data=malformed(rng, jpeg)))
 
         camera = threading.Thread(target=stream, daemon=True)
         camera.start()
@@ -75,7 +76,8 @@ def test_compressed_node_stops_cleanly_under_a_stream_every_time(files, tmp_path
                     if node.poll() is None:
                         node.kill()
                 output = log.read_text()
-                assert code == 0 and took < EXIT_WITHIN_S, f"run {run} ({how.name}): code {code} after {took:.1f} s\n{output}"
+                assert code == 0 and took < EXIT_WITHIN_S, \
+                    f"run {run} ({how.name}): code {code} after {took:.1f} s\n{output}"
                 assert "[ERROR]" not in output and "Traceback" not in output, f"run {run} ({how.name}):\n{output}"
         finally:
             stop.set()
