@@ -2,10 +2,10 @@
 
     python -m avag_core.export --checkpoint CKPT --out DIR --quantize int8 --calibration DIR|synthetic
 
-Each graph is calibrated on what it sees in use: the calibration images and clips go through the predictor's own
-pre-processing, and the head is calibrated on the fp32 image encoder's maps and the fp32 audio encoder's
-embeddings. DIR holds images (.jpg, .png) and clips (.wav, .flac, .mp3), paired in turn; `synthetic` draws
-pairs from avag_core.data.synthetic with CALIBRATION_SEED (use it only for weights trained on that task).
+Each quantized graph is calibrated on what it sees in use: the calibration images and clips go through the
+predictor's own pre-processing. DIR holds images (.jpg, .png) and clips (.wav, .flac, .mp3), paired in turn;
+`synthetic` draws pairs from avag_core.data.synthetic with CALIBRATION_SEED (use it only for weights trained on
+that task).
 
 The quantized graphs are OpenVINO IR beside the ONNX ones (GRAPH.int8.xml and .bin), listed in the manifest under
 "quantized" with the calibration they came from. The head stays in fp32, chosen by measurement on the demo

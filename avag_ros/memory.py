@@ -49,9 +49,9 @@ class ReusedThread:
                 except BaseException as error:  # the caller's future carries it; the thread serves the next job
                     future.set_exception(error)
 
-    def close(self, timeout_s: float | None = None) -> None:
+    def close(self) -> None:
         """End the thread after the jobs already submitted."""
         if self._thread is not None:
             self._jobs.put(None)
-            self._thread.join(timeout_s)
+            self._thread.join()
             self._thread = None
