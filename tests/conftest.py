@@ -1,6 +1,7 @@
 """Shared fixtures. `../shared` exists on developer machines and in CI only: tests that need it skip without it."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,15 @@ def sample_dir() -> Path:
 def small_model(**overrides) -> torch.nn.Module:
     torch.manual_seed(0)
     return build_model("avagformer_b0", image_size=SMALL_IMAGE, **overrides)
+
+
+@pytest.fixture(scope="module")
+def module_folder(tmp_path_factory, request):
+    """Files shared by one test module, removed when the module is done. A checkpoint is about 316 MB (VGGish
+    alone is 288 MB), so keeping every module's files to the end of the run filled CI's disk."""
+    folder = tmp_path_factory.mktemp(request.module.__name__.removeprefix("test_"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

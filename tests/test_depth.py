@@ -29,9 +29,9 @@ DEPTH_PARAMETERS = {"depth.enabled": True, "depth.erode_px": ERODE_PX, "depth.mi
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("depth")
-    return {"checkpoint": small_checkpoint(folder / "b0_64px.pt"), "tone": write_tone(folder / "tone.wav")}
+def files(module_folder):
+    return {"checkpoint": small_checkpoint(module_folder / "b0_64px.pt"),
+            "tone": write_tone(module_folder / "tone.wav")}
 
 
 def plane_depth(normal, distance, width=WIDTH, height=HEIGHT, k=K) -> np.ndarray:

@@ -47,10 +47,10 @@ def assert_same_predictions(reference, candidate, threshold=0.5):
 
 
 @pytest.fixture(scope="module", params=["avagformer_b0", "avagformer_b5"])
-def random_export(request, tmp_path_factory):
+def random_export(request, module_folder):
     torch.manual_seed(0)
     model = build_model(request.param, image_size=256).eval()
-    return model, export_onnx(model, tmp_path_factory.mktemp(request.param) / "onnx")
+    return model, export_onnx(model, module_folder / request.param)
 
 
 @pytest.mark.parametrize("backend", EXPORTED)
@@ -115,8 +115,8 @@ def test_export_leaves_the_model_as_it_was(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def small_export(tmp_path_factory):
-    return export_onnx(small_model(), tmp_path_factory.mktemp("small") / "onnx")
+def small_export(module_folder):
+    return export_onnx(small_model(), module_folder / "small")
 
 
 def copy_export(folder, target):

@@ -22,12 +22,11 @@ OUTPUTS = {"affordance/function_mask": Image, "affordance/dependency_mask": Imag
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("node")
-    silence = folder / "silence.wav"
+def files(module_folder):
+    silence = module_folder / "silence.wav"
     write_tone(silence, amplitude=0.0)
-    return {"checkpoint": small_checkpoint(folder / "b0_64px.pt"), "tone": write_tone(folder / "tone.wav"),
-            "silence": silence}
+    return {"checkpoint": small_checkpoint(module_folder / "b0_64px.pt"),
+            "tone": write_tone(module_folder / "tone.wav"), "silence": silence}
 
 
 def rgb_image(height=48, width=64, seed=0):
@@ -373,11 +372,11 @@ def test_a_matched_camera_that_delivers_nothing_is_reported(files):
 
 
 @pytest.fixture(scope="module")
-def slow_checkpoint(tmp_path_factory):
+def slow_checkpoint(module_folder):
     """b0 at 256 px: a few hundred ms per frame on the CPU, so a signal almost surely lands mid-inference."""
     from avag_core import build_model
     from avag_core.weights import save_checkpoint
-    path = tmp_path_factory.mktemp("slow") / "b0_256px.pt"
+    path = module_folder / "b0_256px.pt"
     save_checkpoint(path, build_model("avagformer_b0", image_size=256))
     return path
 

@@ -18,9 +18,9 @@ from ros_support import Probe, grounding_node, ros_domain, small_checkpoint, wri
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("parameters")
-    return {"checkpoint": small_checkpoint(folder / "b0_64px.pt"), "tone": write_tone(folder / "tone.wav")}
+def files(module_folder):
+    return {"checkpoint": small_checkpoint(module_folder / "b0_64px.pt"),
+            "tone": write_tone(module_folder / "tone.wav")}
 
 
 def set_over_the_service(probe, name, value) -> bool:

@@ -30,8 +30,8 @@ def cpu_has_bf16() -> bool:
 
 
 @pytest.fixture(scope="module")
-def quantized(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("quantized") / "demo"
+def quantized(module_folder):
+    folder = module_folder / "demo"
     result = subprocess.run([sys.executable, "-m", "avag_core.export", "--checkpoint", str(DEMO_CHECKPOINT),
                              "--out", str(folder), "--quantize", "int8", "--calibration", "synthetic"],
                             capture_output=True, text=True, timeout=900)

@@ -44,20 +44,19 @@ def vggish_by_rule() -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def released(tmp_path_factory):
+def released(module_folder):
     """Both formats the released train.py writes, complete (with VGGish), plus the VGGish file on its own."""
-    folder = tmp_path_factory.mktemp("released")
     state = {**torch.load(reference_file("released_model.pth"), weights_only=True), **vggish_by_rule()}
-    torch.save(state, folder / "best.pth")  # model.module.state_dict()
+    torch.save(state, module_folder / "best.pth")  # model.module.state_dict()
     parameter = torch.nn.Parameter(torch.zeros(3))
     optimizer = torch.optim.AdamW([parameter])
     parameter.grad = torch.ones(3)
     optimizer.step()  # so that the saved optimiser state holds moment tensors, as a real one does
     torch.save({"net": {f"module.{k}": v for k, v in state.items()}, "optimizer": optimizer.state_dict(),
                 "epoch": 4, "best_epoch": 3, "global_step": 120, "miou_list": [0.41, 0.43], "max_miou": 0.43},
-               folder / "last.pth")
-    torch.save({k[len("vggish."):]: v for k, v in vggish_by_rule().items()}, folder / "vggish-10086976.pth")
-    return folder
+               module_folder / "last.pth")
+    torch.save({k[len("vggish."):]: v for k, v in vggish_by_rule().items()}, module_folder / "vggish-10086976.pth")
+    return module_folder
 
 
 @pytest.fixture(scope="module")

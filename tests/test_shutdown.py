@@ -19,9 +19,9 @@ EXIT_WITHIN_S = 5.0
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("shutdown")
-    return {"checkpoint": small_checkpoint(folder / "b0_64px.pt"), "tone": write_tone(folder / "tone.wav")}
+def files(module_folder):
+    return {"checkpoint": small_checkpoint(module_folder / "b0_64px.pt"),
+            "tone": write_tone(module_folder / "tone.wav")}
 
 
 def malformed(rng, jpeg: bytes) -> bytes:

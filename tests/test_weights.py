@@ -29,10 +29,10 @@ def to_official_pvt_names(timm_state: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def official_pvt_file(tmp_path_factory):
+def official_pvt_file(module_folder):
     torch.manual_seed(3)
     source = PVTBackbone("pvt_v2_b0", 0.0).eval()
-    path = tmp_path_factory.mktemp("pvt") / "pvt_v2_b0.pth"
+    path = module_folder / "pvt_v2_b0.pth"
     state = to_official_pvt_names(source.body.state_dict())
     assert any(k.startswith("block3.") for k in state) and any("dwconv.dwconv" in k for k in state)
     torch.save(state, path)
