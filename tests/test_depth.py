@@ -199,7 +199,8 @@ def test_a_depth_image_of_another_size_is_placed_through_its_camera_info(files):
 
 
 @pytest.mark.parametrize("case, counter, message", [
-    ("depth 1 s older", "frames_without_depth", "1.000 s from the colour frame"),
+    # 0.1 s: over depth.max_offset_s, yet under half the publishing period, so no later frame's depth is nearer
+    ("depth 0.1 s older", "frames_without_depth", "0.100 s from the colour frame"),
     ("no CameraInfo", "frames_without_camera_info", "no CameraInfo received"),
     ("CameraInfo of neither size", "depth_rejected", "the depth image is 48x36, the colour image 96x72, and the "
                                                      "CameraInfo (50x50) describes neither"),
@@ -208,7 +209,7 @@ def test_a_depth_image_of_another_size_is_placed_through_its_camera_info(files):
 def test_a_frame_without_usable_depth_keeps_its_masks_and_is_counted(files, capfd, case, counter, message):
     depth = plane_depth(tilted_normal(0.0), 1.0)
     publish = {
-        "depth 1 s older": lambda camera: camera.publish(depth, depth_offset_s=-1.0),
+        "depth 0.1 s older": lambda camera: camera.publish(depth, depth_offset_s=-0.1),
         "no CameraInfo": lambda camera: camera.publish(depth, info=False),
         "CameraInfo of neither size": lambda camera: camera.publish(depth[::2, ::2], info_size=(50, 50)),
         "unknown encoding": lambda camera: camera.publish(depth, encoding="8UC1"),
