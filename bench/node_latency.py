@@ -93,17 +93,7 @@ def probe(domain_id: int, image: np.ndarray, frames: int, results) -> None:
         rclpy.shutdown()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="avagformer_b0")
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--frames", type=int, default=20)
-    parser.add_argument("--checkpoint", type=Path, help="a .pt or an export folder (default: random --model)")
-    parser.add_argument("--backend", default="torch")
-    parser.add_argument("--precision", default="fp32")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="avag_latency_"))
+def measure(args: argparse.Namespace, work: Path) -> None:
     torch.manual_seed(0)
     checkpoint = args.checkpoint or work / "model.pt"
     if args.checkpoint is None:
@@ -182,6 +172,20 @@ def main() -> None:
     print(f"| predict inside the node | {np.median([predict for _, predict in pairs]):.1f} | |")
     print(f"| node overhead beyond its predict (per frame) | {np.median(overhead_ms):.1f} "
           f"| {np.percentile(overhead_ms, 95):.1f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="avagformer_b0")
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--frames", type=int, default=20)
+    parser.add_argument("--checkpoint", type=Path, help="a .pt or an export folder (default: random --model)")
+    parser.add_argument("--backend", default="torch")
+    parser.add_argument("--precision", default="fp32")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="avag_latency_") as work:  # a random model's checkpoint is ~316 MB
+        measure(args, Path(work))
 
 
 if __name__ == "__main__":
