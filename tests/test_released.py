@@ -15,6 +15,7 @@ import torch
 
 from avag_core import AffordancePredictor
 from avag_core.build import load_model
+from avag_core.convert_released import main as convert_main
 from avag_core.weights import load_checkpoint, save_checkpoint
 
 from conftest import REPO, run_script, small_model
@@ -81,6 +82,20 @@ def convert(*args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+def convert_in_process(capsys, *args) -> tuple[int, str]:
+    """The CLI's own main() and its exit code, without starting an interpreter (and torch) for each case."""
+    code = convert_main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def converted_best(released, module_folder):
+    out = module_folder / "converted_best.pt"
+    assert convert_main(["--checkpoint", str(released / "best.pth"), "--out", str(out),
+                         "--image-size", str(IMAGE_SIZE)]) == 0
+    return out
+
+
 @pytest.mark.parametrize("name", ["best.pth", "last.pth"])
 def test_both_released_formats_load_directly_and_match_the_released_outputs(released, reference_io, name, caplog):
     with caplog.at_level(logging.INFO, logger="avag_core.build"):
@@ -122,11 +137,10 @@ def test_a_file_without_vggish_needs_the_vggish_weights(released, reference_io, 
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
-def test_exported_backends_match_the_released_final_masks(released, reference_io, backend, tmp_path, monkeypatch):
-    monkeypatch.setenv("AVAG_ROS_CACHE_DIR", str(tmp_path / "cache"))
-    out = tmp_path / "converted.pt"
-    assert convert("--checkpoint", released / "best.pth", "--out", out, "--image-size", IMAGE_SIZE).returncode == 0
-    runtime = AffordancePredictor.from_checkpoint(out, device="cpu", backend=backend).backend
+def test_exported_backends_match_the_released_final_masks(converted_best, reference_io, backend, module_folder,
+                                                           monkeypatch):
+    monkeypatch.setenv("AVAG_ROS_CACHE_DIR", str(module_folder / "cache"))  # both backends run one export
+    runtime = AffordancePredictor.from_checkpoint(converted_best, device="cpu", backend=backend).backend
     inputs, expected = reference_io
     for sample in range(inputs["image"].shape[0]):
         windows = inputs["audio"][20 * sample:20 * (sample + 1)]
@@ -143,7 +157,7 @@ def write_official_pvt(path):
     torch.save({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}, path)
 
 
-def test_files_that_are_not_released_checkpoints_exit_2_and_write_nothing(released, tmp_path):
+def test_files_that_are_not_released_checkpoints_exit_2_and_write_nothing(released, tmp_path, capsys):
     ours = tmp_path / "ours.pt"
     save_checkpoint(ours, small_model())
     pvt = tmp_path / "pvt_v2_b0.pth"
@@ -154,12 +168,14 @@ def test_files_that_are_not_released_checkpoints_exit_2_and_write_nothing(releas
     text.write_text("not a checkpoint\n")
     cases = {ours: "already an avag_ros AVAGFormer checkpoint", pvt: "PVT-v2 backbone file",
              truncated: "cannot read", text: "cannot read", tmp_path / "missing.pth": "not found"}
+    out = tmp_path / "out.pt"
     for path, message in cases.items():
-        out = tmp_path / "out.pt"
-        result = convert("--checkpoint", path, "--out", out)
-        assert result.returncode == 2, (path, result.stderr)
-        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
-        assert "Traceback" not in result.stderr and not out.exists()
+        code, stderr = convert_in_process(capsys, "--checkpoint", path, "--out", out)
+        assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, (path, stderr)
+        assert not out.exists()
+    result = convert("--checkpoint", truncated, "--out", out)  # and as a process: nothing else on stderr
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "cannot read" in result.stderr and not out.exists()
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -173,15 +189,15 @@ def test_files_that_are_not_released_checkpoints_exit_2_and_write_nothing(releas
      r"closest, pvt_v2_b0, differs in 1 tensor\(s\), the first: backbone.block2.0.attn.q.weight \(64, 32\)"),
     (lambda s: s.pop("head.fpn.lateral_convs.0.weight"), "lacks head.fpn.lateral_convs.0.weight"),
 ])
-def test_a_tensor_that_fits_no_config_is_named(released, tmp_path, edit, message):
+def test_a_tensor_that_fits_no_config_is_named(released, tmp_path, capsys, edit, message):
     state = torch.load(released / "best.pth", weights_only=True)
     edit(state)
     path = tmp_path / "edited.pth"
     torch.save(state, path)
     with pytest.raises(ValueError, match=message):
         load_model(path)
-    result = convert("--checkpoint", path, "--out", tmp_path / "out.pt")
-    assert result.returncode == 2 and not (tmp_path / "out.pt").exists(), result.stderr
+    code, stderr = convert_in_process(capsys, "--checkpoint", path, "--out", tmp_path / "out.pt")
+    assert code == 2 and not (tmp_path / "out.pt").exists(), stderr
 
 
 def test_evaluate_and_export_take_a_released_checkpoint(released, synthetic_index, tmp_path):
