@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -80,6 +81,12 @@ def grounding_node(context, checkpoint, audio_file, **overrides) -> GroundingNod
     values = {"checkpoint": str(checkpoint), "audio.source": "file", "audio.file": str(audio_file),
               "max_rate_hz": 0.0, **overrides}
     return GroundingNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+
+
+def grounding_node_command(checkpoint, audio_file, *ros_arguments: str) -> list[str]:
+    """The node as its own process, the way `ros2 run` starts it, with the file audio source."""
+    return [sys.executable, "-m", "avag_ros.grounding_node", "--ros-args", "-p", f"checkpoint:={checkpoint}",
+            "-p", "audio.source:=file", "-p", f"audio.file:={audio_file}", *ros_arguments]
 
 
 class Probe(Node):

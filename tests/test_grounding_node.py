@@ -13,7 +13,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from avag_core.build import load_model
 from avag_core.export import export_onnx
-from ros_support import Probe, grounding_node, ros_domain, small_checkpoint, write_tone
+from ros_support import Probe, grounding_node, grounding_node_command, ros_domain, small_checkpoint, write_tone
 from test_conversions import message as encoded_message
 
 OUTPUTS = {"affordance/function_mask": Image, "affordance/dependency_mask": Image,
@@ -315,9 +315,8 @@ def test_node_and_sample_player_as_separate_processes(files, tmp_path):
     with ros_domain() as (context, add):
         probe = add(Probe(context, OUTPUTS))
         env = {**os.environ, "ROS_DOMAIN_ID": str(context.get_domain_id())}
-        node = subprocess.Popen([sys.executable, "-m", "avag_ros.grounding_node", "--ros-args",
-                                 "-p", f"checkpoint:={files['checkpoint']}", "-p", "audio.source:=file",
-                                 "-p", f"audio.file:={files['tone']}", "-r", "image:=camera/image_raw"],
+        node = subprocess.Popen(grounding_node_command(files["checkpoint"], files["tone"],
+                                                       "-r", "image:=camera/image_raw"),
                                 env=env, stderr=subprocess.PIPE, text=True)
         player = subprocess.Popen([sys.executable, "-m", "avag_ros.sample_player", "--image", str(image),
                                    "--rate", "10", "--ros-args", "-r", "image:=camera/image_raw"], env=env)
@@ -389,7 +388,6 @@ def test_node_process_shuts_down_quietly_while_inferring(files, slow_checkpoint,
     import os
     import signal
     import subprocess
-    import sys
 
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState
@@ -397,9 +395,7 @@ def test_node_process_shuts_down_quietly_while_inferring(files, slow_checkpoint,
     with ros_domain() as (context, add):
         probe = add(Probe(context, OUTPUTS))
         env = {**os.environ, "ROS_DOMAIN_ID": str(context.get_domain_id()), "PYTHONUNBUFFERED": "1"}
-        node = subprocess.Popen([sys.executable, "-m", "avag_ros.grounding_node", "--ros-args",
-                                 "-p", f"checkpoint:={slow_checkpoint}", "-p", "audio.source:=file",
-                                 "-p", f"audio.file:={files['tone']}", "-p", "max_rate_hz:=0.0"],
+        node = subprocess.Popen(grounding_node_command(slow_checkpoint, files["tone"], "-p", "max_rate_hz:=0.0"),
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         stop_publishing = threading.Event()
 

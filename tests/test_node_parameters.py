@@ -3,7 +3,6 @@ levels, and what the node says about them."""
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -14,7 +13,7 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
-from ros_support import Probe, grounding_node, ros_domain, small_checkpoint, write_tone
+from ros_support import Probe, grounding_node, grounding_node_command, ros_domain, small_checkpoint, write_tone
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +60,7 @@ def test_a_refused_start_up_value_leaves_the_node_unconfigured_until_it_is_fixed
 
 def start_node(files, domain, *arguments) -> subprocess.Popen:
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "avag_ros.grounding_node", "--ros-args",
-                             "-p", f"checkpoint:={files['checkpoint']}", "-p", "audio.source:=file",
-                             "-p", f"audio.file:={files['tone']}", *arguments],
+    return subprocess.Popen(grounding_node_command(files["checkpoint"], files["tone"], *arguments),
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

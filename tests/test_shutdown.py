@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from ros_support import Probe, ros_domain, small_checkpoint, write_tone
+from ros_support import Probe, grounding_node_command, ros_domain, small_checkpoint, write_tone
 
 REPEATS = 20  # enough runs to expose a race between the signal, the stream and the teardown
 EXIT_WITHIN_S = 5.0
@@ -58,11 +58,9 @@ def test_compressed_node_stops_cleanly_under_a_stream_every_time(files, tmp_path
         def start(run: int) -> subprocess.Popen:
             with open(tmp_path / f"node{run}.log", "w") as out:
                 return subprocess.Popen(
-                    [sys.executable, "-m", "avag_ros.grounding_node", "--ros-args", "-r", f"__ns:=/stop{run}",
-                     "-r", "image/compressed:=/image/compressed",
-                     "-p", f"checkpoint:={files['checkpoint']}", "-p", "audio.source:=file",
-                     "-p", f"audio.file:={files['tone']}", "-p", "use_compressed:=true",
-                     "-p", "max_rate_hz:=0.0"], env=env, stdout=out, stderr=subprocess.STDOUT)
+                    grounding_node_command(files["checkpoint"], files["tone"], "-r", f"__ns:=/stop{run}",
+                                           "-r", "image/compressed:=/image/compressed", "-p", "use_compressed:=true",
+                                           "-p", "max_rate_hz:=0.0"), env=env, stdout=out, stderr=subprocess.STDOUT)
 
         camera = threading.Thread(target=stream, daemon=True)
         camera.start()
