@@ -25,7 +25,10 @@ def return_freed_memory() -> None:
 
 
 class ReusedThread:
-    """One daemon thread, started on the first `submit`, that runs the submitted jobs one after another."""
+    """One daemon thread, started on the first `submit`, that runs the submitted jobs one after another.
+
+    Not a one-worker ThreadPoolExecutor: its worker is joined at interpreter exit, so an inference loop still
+    waiting for images would hold the process up, the very hang the bounded shutdown is there to prevent."""
 
     def __init__(self, name: str) -> None:
         self.name = name
