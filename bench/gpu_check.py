@@ -11,7 +11,7 @@ time for is recorded as not run. Rows:
 - imports: everything the check runs imported in one process; each third-party module it pulls in must belong
   to a distribution on the machine (bench/gpu_machine_packages.txt) or among the carried wheels;
 - environment: GPU, driver, torch and its CUDA, cuDNN, Triton, ONNX Runtime's providers, TensorRT (absent there);
-- cuda_tests: the tests named *cuda* in the test files that import nothing of ROS;
+- cuda_tests: the tests that skip without CUDA, in the test files that import nothing of ROS;
 - training: training/train.py for 300 steps on the synthetic task, bf16, 256 px; the loss must fall (the last
   epoch's mean training loss below the first's). `--quick` leaves it out;
 - inference, for avagformer_b5 and then avagformer_b0 at 512 px, torch on CUDA: eager fp32, bf16 and fp16;
@@ -94,27 +94,33 @@ def carried_wheels() -> list[dict]:
 
 def wheel_install_command(wheels: Path, target: Path) -> list[str]:
     """The one pip call of the check: from the carried folder only, never a registry."""
-    return [PYTHON, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-index",
+    return [PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "--no-index",
             "--find-links", str(wheels), "--no-deps", "--no-compile", "--no-cache-dir", "--only-binary=:all:",
             *TARGET_PYTHON, "--target", str(target), "--requirement", str(WHEEL_LIST)]
 
 
 def ros_free_cuda_tests() -> list[str]:
-    """The tests named *cuda* in the test files whose imports (the conftest's too) name nothing of ROS."""
-    def imported(path: Path) -> set[str]:
+    """The tests that need CUDA (they skip without it) in the test files whose imports, and the conftest's, name
+    nothing of ROS."""
+    def imported(tree: ast.Module) -> set[str]:
         names = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 names.add(node.module.split(".")[0])
         return names
 
-    if imported(REPO / "tests" / "conftest.py") & ROS_MODULES:
+    if imported(ast.parse((REPO / "tests" / "conftest.py").read_text())) & ROS_MODULES:
         raise ValueError("tests/conftest.py imports ROS: no test file can run on the GPU machine")
-    return [f"{path.relative_to(REPO)}::{name}" for path in sorted((REPO / "tests").glob("test_*.py"))
-            if not imported(path) & ROS_MODULES
-            for name in re.findall(r"^def (test_\w*cuda\w*)", path.read_text(), re.M)]
+    tests = []
+    for path in sorted((REPO / "tests").glob("test_*.py")):
+        tree = ast.parse(path.read_text())
+        if not imported(tree) & ROS_MODULES:
+            tests += [f"{path.relative_to(REPO)}::{node.name}" for node in tree.body
+                      if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
+                      and any("not torch.cuda.is_available()" in ast.unparse(d) for d in node.decorator_list)]
+    return tests
 
 
 def train_command(index: Path, out: Path, steps: int) -> list[str]:
@@ -169,13 +175,14 @@ def wheels_row(args, env: dict) -> dict:
                 f"{sorted(w['file'] for w in expected)}: fetch them again with bash scripts/fetch_gpu_wheels.sh"}
     done = run(wheel_install_command(args.wheels, args.site), 120, {**env, "PIP_CONFIG_FILE": os.devnull})
     if done["returncode"] != 0:
-        return failed(done, "pip install --no-index from the wheel folder")
+        return failed(done, "installing the carried wheels (pip --no-index)")
     unmet = unmet_requirements(args.wheels)
     if unmet:
         return {"status": "failed", "error": f"the carried wheels need what is neither on the machine nor carried: "
                 f"{unmet}; add those to scripts/gpu_wheels.txt"}
     return {"status": "ok", "installed": [f"{w['name']}=={w['version']}" for w in expected],
-            "bytes": sum(w["size"] for w in expected), "into": str(args.site), "seconds": done["seconds"]}
+            "bytes": sum(w["size"] for w in expected), "into": str(args.site), "seconds": done["seconds"],
+            "pip_log": (done["stdout"] + done["stderr"])[-1500:]}  # "Looking in indexes" here would be a bug
 
 
 def module_level_imports(path: Path) -> set[str]:
@@ -287,7 +294,7 @@ def environment_row(args, env: dict) -> dict:
 def cuda_tests_row(args, env: dict) -> dict:
     tests = ros_free_cuda_tests()
     if not tests:
-        return {"status": "failed", "error": "no ROS-free test file has a test named *cuda*"}
+        return {"status": "failed", "error": "no test file free of ROS has a test that skips without CUDA"}
     selection = ["-p", "no:cacheprovider", *tests]
     if args.dry_run:
         done = run([PYTHON, "-m", "pytest", "--collect-only", "-q", *selection], 120, env)
