@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 venv=$(cd "${1:-.venv}" && pwd)
 python=$venv/bin/python
+for tool in cmake make g++; do
+    command -v "$tool" >/dev/null || { echo "error: $tool is missing (apt-get install cmake make g++)" >&2; exit 1; }
+done
 
 # Build-time wheels no runtime wheel depends on; versions match the kilted wheels pinned in requirements.txt.
 "$python" -m pip install --quiet --disable-pip-version-check \
