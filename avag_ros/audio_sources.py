@@ -342,10 +342,11 @@ class TopicSource(AudioSource):
         from audio_common_msgs.msg import AudioInfo
         from rclpy.qos import DurabilityPolicy, QoSProfile
 
-        offered = self.node.get_publishers_info_by_topic(self.info_topic)
+        resolved = self._subscriptions[0].topic_name  # remapped, which the graph query alone would not do
+        offered = self.node.get_publishers_info_by_topic(resolved)
         if any(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in offered):
             self._subscriptions.append(self.node.create_subscription(
-                AudioInfo, self.info_topic, self._on_info,
+                AudioInfo, resolved, self._on_info,
                 QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)))
             self._stop_latch_watch()
 
