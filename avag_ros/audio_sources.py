@@ -342,11 +342,10 @@ class TopicSource(AudioSource):
         from audio_common_msgs.msg import AudioInfo
         from rclpy.qos import DurabilityPolicy, QoSProfile
 
-        resolved = self._subscriptions[0].topic_name  # remapped, which the graph query alone would not do
-        offered = self.node.get_publishers_info_by_topic(resolved)
+        offered = self.node.get_publishers_info_by_topic(self.info_topic)
         if any(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in offered):
             self._subscriptions.append(self.node.create_subscription(
-                AudioInfo, resolved, self._on_info,
+                AudioInfo, self.info_topic, self._on_info,
                 QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)))
             self._stop_latch_watch()
 

@@ -167,14 +167,15 @@ def checkpoint(module_folder):
     return small_checkpoint(module_folder / "b0_64px.pt")
 
 
-def topic_node(context, checkpoint, **overrides):
+def topic_node(context, checkpoint, cli_args=()):
     """The node with `-p audio.source:=topic` and nothing else about audio."""
     from rclpy.parameter import Parameter
 
     from avag_ros.grounding_node import GroundingNode
 
-    values = {"checkpoint": str(checkpoint), "audio.source": "topic", "max_rate_hz": 0.0, **overrides}
-    return GroundingNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+    values = {"checkpoint": str(checkpoint), "audio.source": "topic", "max_rate_hz": 0.0}
+    return GroundingNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()],
+                         cli_args=list(cli_args))
 
 
 def wait_until(condition, timeout=30.0) -> bool:
@@ -232,13 +233,13 @@ class AudioPublisher:
 
     RATE = 16000
 
-    def __init__(self, node, durability, info=None, repeat_info_s=0.5):
+    def __init__(self, node, durability, info=None, repeat_info_s=0.5, info_topic="audio_info"):
         from rclpy.qos import QoSProfile
 
         msgs = audio_common()
         self.info = info or msgs.AudioInfo(channels=1, sample_rate=self.RATE, sample_format="S16LE", bitrate=192,
                                            coding_format="wave")
-        self.info_publisher = node.create_publisher(msgs.AudioInfo, "audio_info",
+        self.info_publisher = node.create_publisher(msgs.AudioInfo, info_topic,
                                                     QoSProfile(depth=1, durability=durability))
         self.info_publisher.publish(self.info)
         if repeat_info_s:
@@ -251,18 +252,21 @@ class AudioPublisher:
     LEVEL_DB = 20 * math.log10(0.3 * 32767 / 32768 / math.sqrt(2))
 
 
-@pytest.mark.parametrize("durability", ["volatile", "transient_local"])
-def test_topic_source_matches_volatile_and_transient_local_info(checkpoint, durability, capfd):
+@pytest.mark.parametrize("durability, remapped", [("volatile", False), ("transient_local", False),
+                                                  ("transient_local", True)])
+def test_topic_source_matches_volatile_and_transient_local_info(checkpoint, durability, remapped, capfd):
     """audio_capture's info is volatile and repeated; a latched one published once before the node starts must be
-    picked up too. Neither side may warn of an incompatible QoS, as the old transient-local-only reader did."""
+    picked up too, also under a remapped name. Neither side may warn of an incompatible QoS, as the old
+    transient-local-only reader did."""
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy
 
     policy = DurabilityPolicy.VOLATILE if durability == "volatile" else DurabilityPolicy.TRANSIENT_LOCAL
+    info_topic = "mic/info" if remapped else "audio_info"
     with ros_domain() as (context, add):
         publisher = AudioPublisher(add(Node("audio_capture", context=context)), policy,
-                                   repeat_info_s=0.5 if durability == "volatile" else 0.0)
-        node = add(topic_node(context, checkpoint))
+                                   repeat_info_s=0.5 if durability == "volatile" else 0.0, info_topic=info_topic)
+        node = add(topic_node(context, checkpoint, cli_args=["--ros-args", "-r", f"audio_info:={info_topic}"]))
         level = wait_for_level(node.audio_source, AudioPublisher.LEVEL_DB)
         assert publisher.info_publisher.get_subscription_count() >= 1
     assert level == pytest.approx(AudioPublisher.LEVEL_DB, abs=0.2), node.audio_source.health
