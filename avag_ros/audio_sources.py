@@ -229,52 +229,134 @@ def pcm_to_float(data: bytes, sample_format: str, channels: int) -> np.ndarray:
     return mono / scale
 
 
-class TopicSource(AudioSource):
-    """audio_common (ros-drivers/audio_common) PCM: AudioDataStamped on `topic`, AudioInfo on `topic`_info."""
+# AudioInfo.coding_format values that mean interleaved PCM (audio_capture's format:=wave sends "wave")
+PCM_CODINGS = ("wave", "pcm", "raw")
+TOPIC_RATES_HZ = (8000, 192000)
+STALE_AUDIO_S = 2.0  # a topic that delivered nothing for this long is reported, not silently held
+LATCH_CHECK_S = 1.0  # how often the graph is checked for a transient-local AudioInfo publisher
 
-    def __init__(self, node, topic: str, buffer_s: float, clock: Clock) -> None:
+
+def check_audio_info(info) -> str | None:
+    """Why this AudioInfo cannot be decoded, or None. `bitrate` is not checked: audio_capture sends its mp3
+    encoder's setting (192) with wave too."""
+    if info.coding_format.lower() not in PCM_CODINGS:
+        return (f"coding_format '{info.coding_format}' is not PCM; run audio_capture with format:=wave "
+                f"(its default, mp3, is not decoded here)")
+    if info.sample_format not in PCM_FORMATS:
+        return f"sample_format '{info.sample_format}' is not one of {', '.join(sorted(PCM_FORMATS))}"
+    if info.channels < 1:
+        return "channels is 0"
+    if not TOPIC_RATES_HZ[0] <= info.sample_rate <= TOPIC_RATES_HZ[1]:
+        return f"sample_rate {info.sample_rate} Hz is outside {TOPIC_RATES_HZ[0]} to {TOPIC_RATES_HZ[1]} Hz"
+    return None
+
+
+class TopicSource(AudioSource):
+    """PCM from audio_common's capture node (ros-drivers/audio_common, format:=wave), or anything publishing alike.
+
+    Samples are stamped on arrival: audio_capture stamps AudioDataStamped with the GStreamer pipeline clock, which
+    is not ROS time, and AudioData carries no stamp at all. The last valid AudioInfo says how to decode; a refused
+    one stops decoding until a valid one comes, as the data that follows it is in the refused format.
+    """
+
+    def __init__(self, node, topic: str, info_topic: str, stamped: bool, buffer_s: float, clock: Clock) -> None:
         if not audio_common_available():
-            raise ValueError("audio.source is 'topic' but audio_common_msgs is not installed "
-                             "(apt install ros-$ROS_DISTRO-audio-common-msgs)")
+            raise ValueError("audio.source is 'topic' but audio_common_msgs cannot be imported (on a ROS install: "
+                             "apt install ros-$ROS_DISTRO-audio-common-msgs; elsewhere scripts/setup.sh builds it)")
         super().__init__(16000, buffer_s, clock)
-        self.node, self.topic = node, topic
+        self.node, self.stamped = node, stamped
+        self.topic = topic or ("audio_stamped" if stamped else "audio")  # audio_capture's names
+        self.info_topic = info_topic
         self._buffer_s = buffer_s
         self._info = None
+        self._logged_refusal: str | None = None
+        self._last_arrival = 0.0
         self._subscriptions = []
+        self._latch_watch = None
+
+    def _refuse(self, reason: str) -> None:
+        self.health = reason
+        if reason != self._logged_refusal:  # once per reason: audio arrives many times a second
+            self.node.get_logger().error(f"audio topic source: {reason}")
+            self._logged_refusal = reason
 
     def _on_info(self, info) -> None:
-        if info.coding_format.lower() not in ("wave", "pcm", "raw"):
-            self.health = f"topic {self.topic}: coding_format '{info.coding_format}' is not PCM wave"
+        reason = check_audio_info(info)
+        if reason is not None:
+            self._info = None
+            self._refuse(f"AudioInfo on {self.info_topic} refused: {reason}")
             return
-        if self._info is None or info.sample_rate != self.sample_rate:
+        if self._info != info:
+            self.node.get_logger().info(f"audio topic source: {info.channels} channel(s) {info.sample_format} at "
+                                        f"{info.sample_rate} Hz on {self.topic}")
+        if info.sample_rate != self.sample_rate:
             self.buffer = RingBuffer(info.sample_rate, self._buffer_s)
         self._info = info
+        self._logged_refusal = None
+        if not self.health.startswith("ok"):
+            self.health = f"waiting for audio on {self.topic}"
 
     def _on_audio(self, msg) -> None:
-        if self._info is None:
-            self.health = f"waiting for AudioInfo on {self.topic}_info"
+        self._last_arrival = time.monotonic()
+        info = self._info
+        if info is None:
+            if self._logged_refusal is None:
+                self.health = f"waiting for AudioInfo on {self.info_topic}"
             return
         try:
-            mono = pcm_to_float(msg.audio.data, self._info.sample_format, self._info.channels)
+            mono = pcm_to_float(msg.audio.data if self.stamped else msg.data, info.sample_format, info.channels)
         except ValueError as error:
-            self.health = f"topic {self.topic}: {error}"
+            self._refuse(f"audio on {self.topic} refused: {error}")
             return
         self.buffer.write(mono, self.clock())
         self.health = "ok"
+        self._logged_refusal = None
+
+    def healthy(self) -> bool:
+        if self.health == "ok" and time.monotonic() - self._last_arrival > STALE_AUDIO_S:
+            self.health = f"waiting for audio on {self.topic}: none for {STALE_AUDIO_S:g} s"
+        return self.health == "ok"
 
     def start(self) -> None:
-        from audio_common_msgs.msg import AudioDataStamped, AudioInfo
-        from rclpy.qos import QoSDurabilityPolicy, QoSProfile, qos_profile_sensor_data
+        """Subscribe, unless already subscribed: the node's retries must not drop the AudioInfo already held."""
+        from audio_common_msgs.msg import AudioData, AudioDataStamped, AudioInfo
+        from rclpy.qos import QoSProfile
 
-        self.stop()
-        latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        if self._subscriptions:
+            return
+        # audio_capture publishes with the default QoS: reliable, volatile, depth 10 (1 for the info, repeated
+        # every 5 s). A volatile reader also matches a transient-local writer, but gets none of its history.
         self._subscriptions = [
-            self.node.create_subscription(AudioInfo, f"{self.topic}_info", self._on_info, latched),
-            self.node.create_subscription(AudioDataStamped, self.topic, self._on_audio, qos_profile_sensor_data),
+            self.node.create_subscription(AudioInfo, self.info_topic, self._on_info, QoSProfile(depth=1)),
+            self.node.create_subscription(AudioDataStamped if self.stamped else AudioData, self.topic,
+                                          self._on_audio, QoSProfile(depth=10)),
         ]
-        self.health = f"waiting for audio on {self.topic}"
+        self.health = f"waiting for AudioInfo on {self.info_topic}"
+        self._latch_watch = self.node.create_timer(LATCH_CHECK_S, self._read_latched_info)
+        self._read_latched_info()
+
+    def _read_latched_info(self) -> None:
+        """Add a transient-local info reader once a transient-local info publisher shows up, so that an info
+        published once, before we came, is read too. Only then: a volatile writer, as audio_capture's, would
+        warn about every transient-local reader as requesting an incompatible QoS."""
+        from audio_common_msgs.msg import AudioInfo
+        from rclpy.qos import DurabilityPolicy, QoSProfile
+
+        offered = self.node.get_publishers_info_by_topic(self.info_topic)
+        if any(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in offered):
+            self._subscriptions.append(self.node.create_subscription(
+                AudioInfo, self.info_topic, self._on_info,
+                QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)))
+            self._stop_latch_watch()
+
+    def _stop_latch_watch(self) -> None:
+        if self._latch_watch is not None:
+            self.node.destroy_timer(self._latch_watch)
+            self._latch_watch = None
 
     def stop(self) -> None:
+        self._stop_latch_watch()
         for subscription in self._subscriptions:
             self.node.destroy_subscription(subscription)
         self._subscriptions = []
+        self._info = None

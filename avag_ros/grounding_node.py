@@ -280,7 +280,8 @@ class GroundingNode(LifecycleNode):
         if settings.audio_source == "file":
             return FileSource(settings.audio_file, buffer_s, now)
         if settings.audio_source == "topic":
-            return TopicSource(self, settings.audio_topic, buffer_s, now)
+            return TopicSource(self, settings.audio_topic, settings.audio_info_topic, settings.audio_stamped,
+                               buffer_s, now)
         return MicrophoneSource(settings.audio_device, settings.audio_sample_rate, settings.audio_channels, buffer_s,
                                 now)
 

@@ -86,8 +86,14 @@ SPECS = (
          range=(8000, 192000)),
     Spec("audio.channels", 1, "Microphone channels (mixed to mono).", read_only=True, range=(1, 32)),
     Spec("audio.file", "", "Clip played in a loop by the 'file' source.", read_only=True),
-    Spec("audio.topic", "audio", "audio_common_msgs/AudioDataStamped topic of the 'topic' source (its AudioInfo "
-         "is read from <topic>_info).", read_only=True),
+    Spec("audio.topic", "", "Audio topic of the 'topic' source; empty: the name audio_capture (audio_common) "
+         "publishes that type on, audio_stamped or, with audio.stamped false, audio.", read_only=True),
+    Spec("audio.stamped", True, "The 'topic' source reads audio_common_msgs/AudioDataStamped (true) or AudioData "
+         "(false). Samples are stamped on arrival either way: audio_capture stamps with the GStreamer clock, not "
+         "ROS time.", read_only=True),
+    Spec("audio.info_topic", "audio_info", "audio_common_msgs/AudioInfo topic saying how the 'topic' source's "
+         "audio is encoded (coding_format wave; S16LE, S32LE, F32LE or U8); the last one received is used.",
+         read_only=True),
     Spec("audio.window_s", 2.0, "Seconds of the latest audio given to the model.", read_only=True,
          range=(0.5, 19.2)),
     Spec("audio.min_level_db", -50.0, "A sound event is active while the 50 ms RMS level (dBFS) exceeds this.",
@@ -173,6 +179,8 @@ class GroundingSettings:
     audio_channels: int
     audio_file: str
     audio_topic: str
+    audio_stamped: bool
+    audio_info_topic: str
     audio_window_s: float
     audio_min_level_db: float
     audio_hold_s: float

@@ -1,6 +1,7 @@
 """Stream images (and optionally depth and a sound) as if an RGB-D camera and a microphone were attached.
 
-    ros2 run avag_ros sample_player --image photo.jpg [--image more.jpg | --image folder/] [--audio clip.mp3]
+    ros2 run avag_ros sample_player --image photo.jpg [--image more.jpg | --image folder/] [--audio clip.mp3
+                                    [--audio-format S16LE] [--audio-channels 1]]
                                     [--depth depth.png --camera-info camera.yaml] [--rate 15]
                                     [--frame-id camera] [--encoding bgr8|rgb8|jpeg] [--duration 0]
 
@@ -8,8 +9,12 @@ Images go to `image` (sensor_msgs/Image) or, with --encoding jpeg, to `image/com
 current time, cycling through the files. --depth (a 16-bit PNG in millimetres, or a .npy in metres, aligned to the
 images) goes with each image to `depth/image` (16UC1) and --camera-info (a ROS calibration YAML: image_width,
 image_height, camera_matrix) to `depth/camera_info`, with the image's stamp and frame. --audio publishes the clip
-in real time on `audio` as audio_common_msgs/AudioDataStamped (16-bit PCM, with AudioInfo on `audio_info`) for the
-node's `topic` audio source; without audio_common installed, give the clip to the node's `file` source instead.
+in real time, looping, exactly as audio_common's audio_capture does with format:=wave: audio_common_msgs/AudioData
+on `audio`, AudioDataStamped on `audio_stamped` (stamped with a wall clock started with the stream, as GStreamer's
+pipeline clock is, not ROS time) and AudioInfo on `audio_info` at start and every 5 s, all with the default QoS
+(reliable, volatile; depth 10, 1 for the info). --audio-format (S16LE, S32LE, F32LE, U8) and --audio-channels
+choose the PCM layout; the clip's sample rate is kept. Without audio_common_msgs (scripts/setup.sh builds it), give
+the clip to the node's `file` source instead.
 """
 from __future__ import annotations
 
@@ -17,13 +22,15 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import QoSDurabilityPolicy, QoSProfile, qos_profile_sensor_data
+from rclpy.time import Time
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -34,8 +41,15 @@ from .audio_sources import audio_common_available
 from .conversions import intrinsics_to_camera_info, metres_to_depth_image, rgb_to_image
 from .geometry import Intrinsics
 
+if TYPE_CHECKING:
+    from audio_common_msgs.msg import AudioInfo
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 AUDIO_CHUNK_S = 0.05
+AUDIO_INFO_PERIOD_S = 5.0  # audio_capture's
+# audio_capture reports its mp3 encoder's bitrate setting (kbit/s) whatever the format
+AUDIO_CAPTURE_BITRATE = 192
+PCM_SAMPLE_FORMATS = ("S16LE", "S32LE", "F32LE", "U8")
 
 
 def image_files(paths: list[str]) -> list[Path]:
@@ -50,9 +64,10 @@ def image_files(paths: list[str]) -> list[Path]:
 
 class SamplePlayer(Node):
     def __init__(self, images: list[np.ndarray], rate_hz: float, frame_id: str, encoding: str,
-                 audio: tuple[np.ndarray, int] | None = None,
+                 audio: tuple[bytes, int, AudioInfo] | None = None,
                  depth: tuple[np.ndarray, Intrinsics] | None = None) -> None:
-        """`depth`: metres aligned to the images, and the camera that sees them."""
+        """`audio`: what `audio_stream` returns. `depth`: metres aligned to the images, and the camera that sees
+        them."""
         super().__init__("sample_player")
         if rate_hz <= 0:
             raise ValueError(f"--rate must be positive, got {rate_hz}")
@@ -88,25 +103,64 @@ class SamplePlayer(Node):
         self.publisher.publish(msg)
         self.published += 1
 
-    def _start_audio(self, waveform: np.ndarray, rate: int) -> None:
-        from audio_common_msgs.msg import AudioDataStamped, AudioInfo
+    def _start_audio(self, pcm: bytes, frame_bytes: int, info: AudioInfo) -> None:
+        from audio_common_msgs.msg import AudioData, AudioDataStamped, AudioInfo
 
-        pcm = (np.clip(waveform.mean(axis=1), -1, 1) * 32767).astype("<i2")
-        latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_publisher(AudioInfo, "audio_info", latched).publish(
-            AudioInfo(channels=1, sample_rate=rate, sample_format="S16LE", coding_format="wave"))
-        audio_publisher = self.create_publisher(AudioDataStamped, "audio", qos_profile_sensor_data)
-        chunk = int(AUDIO_CHUNK_S * rate)
-        position = [0]
+        data_publisher = self.create_publisher(AudioData, "audio", QoSProfile(depth=10))
+        stamped_publisher = self.create_publisher(AudioDataStamped, "audio_stamped", QoSProfile(depth=10))
+        info_publisher = self.create_publisher(AudioInfo, "audio_info", QoSProfile(depth=1))
+        info_publisher.publish(info)
+        self.create_timer(AUDIO_INFO_PERIOD_S, lambda: info_publisher.publish(info))
+        chunk_bytes = max(1, int(AUDIO_CHUNK_S * info.sample_rate)) * frame_bytes
+        started_ns, started = time.time_ns(), time.monotonic()
+        sent = [0]  # bytes published since the start
 
-        def publish_chunk() -> None:
-            msg = AudioDataStamped()
-            msg.header.stamp = self.get_clock().now().to_msg()
-            msg.audio.data = np.take(pcm, np.arange(position[0], position[0] + chunk), mode="wrap").tobytes()
-            position[0] = (position[0] + chunk) % pcm.size
-            audio_publisher.publish(msg)
+        def publish_due_chunks() -> None:
+            """Paced by the monotonic clock, so that late timer ticks catch up instead of slowing the stream."""
+            due = int((time.monotonic() - started) * info.sample_rate) * frame_bytes
+            while sent[0] + chunk_bytes <= due:
+                offset = sent[0] % len(pcm)
+                data = (pcm[offset:] + pcm)[:chunk_bytes] if offset + chunk_bytes > len(pcm) else \
+                    pcm[offset:offset + chunk_bytes]
+                stamped = AudioDataStamped()
+                stamped.header.stamp = Time(nanoseconds=started_ns + sent[0] // frame_bytes * 10**9
+                                            // info.sample_rate).to_msg()
+                stamped.audio.data = data
+                data_publisher.publish(AudioData(data=data))
+                stamped_publisher.publish(stamped)
+                sent[0] += chunk_bytes
 
-        self.create_timer(AUDIO_CHUNK_S, publish_chunk)
+        self.create_timer(AUDIO_CHUNK_S / 2, publish_due_chunks)
+
+
+def encode_pcm(waveform: np.ndarray, sample_format: str, channels: int) -> bytes:
+    """[samples, channels] float in [-1, 1] -> interleaved PCM bytes with `channels` channels (mixed down to mono,
+    or mono repeated), as audio_capture's GStreamer caps would deliver them."""
+    mono = np.clip(waveform.mean(axis=1), -1.0, 1.0)
+    frames = np.repeat(mono[:, None], channels, axis=1)
+    if sample_format == "S16LE":
+        return np.round(frames * 32767).astype("<i2").tobytes()
+    if sample_format == "S32LE":
+        return np.round(frames * 2147483647).astype("<i4").tobytes()
+    if sample_format == "F32LE":
+        return frames.astype("<f4").tobytes()
+    if sample_format == "U8":
+        return np.clip(np.round(frames * 128 + 128), 0, 255).astype("u1").tobytes()
+    raise ValueError(f"--audio-format must be one of {', '.join(PCM_SAMPLE_FORMATS)}, got {sample_format!r}")
+
+
+def audio_stream(path: str, sample_format: str, channels: int | None) -> tuple[bytes, int, AudioInfo]:
+    """The clip as audio_capture would publish it: PCM bytes, bytes per frame, and its AudioInfo."""
+    from audio_common_msgs.msg import AudioInfo
+
+    waveform, rate = load_audio(path)
+    channels = channels or waveform.shape[1]
+    if not 1 <= channels <= 255:
+        raise ValueError(f"--audio-channels must be 1 to 255, got {channels}")
+    pcm = encode_pcm(waveform, sample_format, channels)
+    info = AudioInfo(channels=channels, sample_rate=rate, sample_format=sample_format,
+                     bitrate=AUDIO_CAPTURE_BITRATE, coding_format="wave")
+    return pcm, len(pcm) // waveform.shape[0], info
 
 
 def load_depth(path: str) -> np.ndarray:
@@ -140,7 +194,10 @@ def main(args: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sample_player", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", action="append", required=True, help="image file or folder (repeatable)")
-    parser.add_argument("--audio", help="clip to publish on `audio` (needs audio_common_msgs)")
+    parser.add_argument("--audio", help="clip to publish as audio_capture does (needs audio_common_msgs)")
+    parser.add_argument("--audio-format", default="S16LE", choices=PCM_SAMPLE_FORMATS,
+                        help="PCM sample format of --audio (default S16LE, audio_capture's)")
+    parser.add_argument("--audio-channels", type=int, help="channels of --audio (default: the clip's)")
     parser.add_argument("--rate", type=float, default=15.0, help="images per second (default 15)")
     parser.add_argument("--frame-id", default="camera")
     parser.add_argument("--encoding", default="bgr8", choices=["bgr8", "rgb8", "jpeg"])
@@ -155,7 +212,7 @@ def main(args: list[str] | None = None) -> int:
             if not audio_common_available():
                 raise ValueError("--audio needs audio_common_msgs (apt install ros-$ROS_DISTRO-audio-common-msgs); "
                                  "without it, run the node with -p audio.source:=file -p audio.file:=CLIP")
-            audio = load_audio(options.audio)
+            audio = audio_stream(options.audio, options.audio_format, options.audio_channels)
         depth = None
         if options.depth or options.camera_info:
             if not (options.depth and options.camera_info):

@@ -16,3 +16,8 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+# A ROS install provides audio_common_msgs and tf2_msgs, a ROS workspace builds the rest with colcon; elsewhere the
+# interface packages are built from interfaces/ into the venv.
+if ! .venv/bin/python -c "import audio_common_msgs.msg, tf2_msgs.msg, avag_interfaces.msg" 2>/dev/null; then
+    bash scripts/build_interfaces.sh .venv
+fi

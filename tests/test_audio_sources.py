@@ -10,6 +10,7 @@ import pytest
 import soundfile
 
 from avag_ros.audio_sources import FileSource, RingBuffer, pcm_to_float
+from ros_support import ros_domain, write_tone
 
 
 def test_ring_buffer_wraps_and_returns_latest():
@@ -143,3 +144,160 @@ def test_microphone_capture_through_real_portaudio(tmp_path, portaudio, rate, ch
 def test_missing_microphone_is_reported_not_raised_elsewhere(tmp_path, portaudio):
     stats = capture(tmp_path, 16000, 1, device="no such microphone")
     assert "failed to open" in stats["error"] and stats["health"] == stats["error"]
+
+
+
+# The `topic` source next to audio_common's audio_capture (format:=wave) -------------------------------------------
+
+def audio_common():
+    """audio_common_msgs.msg, or a skip: the tests above need no interface package."""
+    return pytest.importorskip("audio_common_msgs.msg", reason="scripts/build_interfaces.sh builds it")
+
+
+def clip_level_db(path) -> float:
+    """The clip's RMS in dBFS, computed from the file alone: the node's level must match it."""
+    samples, _ = soundfile.read(path, dtype="float64", always_2d=True)
+    return 20 * math.log10(math.sqrt(np.mean(samples.mean(axis=1) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(module_folder):
+    from ros_support import small_checkpoint
+
+    return small_checkpoint(module_folder / "b0_64px.pt")
+
+
+def topic_node(context, checkpoint, cli_args=()):
+    """The node with `-p audio.source:=topic` and nothing else about audio."""
+    from rclpy.parameter import Parameter
+
+    from avag_ros.grounding_node import GroundingNode
+
+    values = {"checkpoint": str(checkpoint), "audio.source": "topic", "max_rate_hz": 0.0}
+    return GroundingNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()],
+                         cli_args=list(cli_args))
+
+
+def wait_until(condition, timeout=30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return condition()
+
+
+def wait_for_level(source, expected_db, timeout=30.0) -> float:
+    """The source's level once it has a second of audio at `expected_db` or the timeout passed."""
+    wait_until(lambda: source.healthy() and abs(source.buffer.level_db(1.0) - expected_db) < 0.2, timeout)
+    return source.buffer.level_db(1.0)
+
+
+@pytest.mark.parametrize("sample_format, channels, rate", [("S16LE", 1, 16000), ("S32LE", 2, 44100),
+                                                           ("F32LE", 2, 16000), ("U8", 1, 44100)])
+def test_topic_source_takes_what_audio_capture_publishes(checkpoint, tmp_path, sample_format, channels, rate):
+    """sample_player --audio, in its own process, publishes as audio_capture does: the node needs no more than
+    audio.source topic to decode it, at the clip's level, and to publish masks."""
+    import cv2
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+
+    from ros_support import Probe
+
+    audio_common()
+    clip = write_tone(tmp_path / "tone (1).wav", seconds=2.0, rate=rate, amplitude=0.3)
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    with ros_domain() as (context, add):
+        probe = add(Probe(context, {"affordance/function_mask": Image, "/diagnostics": DiagnosticArray}))
+        node = add(topic_node(context, checkpoint))
+        env = {**os.environ, "ROS_DOMAIN_ID": str(context.get_domain_id())}
+        player = subprocess.Popen([sys.executable, "-m", "avag_ros.sample_player", "--image", str(image), "--rate",
+                                   "5", "--audio", str(clip), "--audio-format", sample_format, "--audio-channels",
+                                   str(channels)], env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            def alive():
+                if player.poll() is not None:
+                    pytest.fail(f"sample_player ended: {player.stderr.read()}")
+
+            assert probe.wait_for("affordance/function_mask", timeout=90, publish=alive), node.audio_source.health
+            level = wait_for_level(node.audio_source, clip_level_db(clip))
+            assert node.audio_source.sample_rate == rate
+        finally:
+            player.terminate()
+            player.wait(timeout=20)
+    assert level == pytest.approx(clip_level_db(clip), abs=0.2)
+
+
+class AudioPublisher:
+    """In-process stand-in for audio_capture whose AudioInfo and info QoS a test chooses: a 0.3 sine, S16LE mono
+    16 kHz, on audio_stamped in 50 ms messages."""
+
+    RATE = 16000
+
+    def __init__(self, node, durability, info=None, repeat_info_s=0.5, info_topic="audio_info"):
+        from rclpy.qos import QoSProfile
+
+        msgs = audio_common()
+        self.info = info or msgs.AudioInfo(channels=1, sample_rate=self.RATE, sample_format="S16LE", bitrate=192,
+                                           coding_format="wave")
+        self.info_publisher = node.create_publisher(msgs.AudioInfo, info_topic,
+                                                    QoSProfile(depth=1, durability=durability))
+        self.info_publisher.publish(self.info)
+        if repeat_info_s:
+            node.create_timer(repeat_info_s, lambda: self.info_publisher.publish(self.info))
+        audio = node.create_publisher(msgs.AudioDataStamped, "audio_stamped", QoSProfile(depth=10))
+        t = np.arange(self.RATE // 20) / self.RATE
+        chunk = (0.3 * np.sin(2 * np.pi * 400 * t) * 32767).astype("<i2").tobytes()  # 20 whole periods
+        node.create_timer(0.05, lambda: audio.publish(msgs.AudioDataStamped(audio=msgs.AudioData(data=chunk))))
+
+    LEVEL_DB = 20 * math.log10(0.3 * 32767 / 32768 / math.sqrt(2))
+
+
+@pytest.mark.parametrize("durability, remapped", [("volatile", False), ("transient_local", False),
+                                                  ("transient_local", True)])
+def test_topic_source_matches_volatile_and_transient_local_info(checkpoint, durability, remapped, capfd):
+    """audio_capture's info is volatile and repeated; a latched one published once before the node starts must be
+    picked up too, also under a remapped name. Neither side may warn of an incompatible QoS, as the old
+    transient-local-only reader did."""
+    from rclpy.node import Node
+    from rclpy.qos import DurabilityPolicy
+
+    policy = DurabilityPolicy.VOLATILE if durability == "volatile" else DurabilityPolicy.TRANSIENT_LOCAL
+    info_topic = "mic/info" if remapped else "audio_info"
+    with ros_domain() as (context, add):
+        publisher = AudioPublisher(add(Node("audio_capture", context=context)), policy,
+                                   repeat_info_s=0.5 if durability == "volatile" else 0.0, info_topic=info_topic)
+        node = add(topic_node(context, checkpoint, cli_args=["--ros-args", "-r", f"audio_info:={info_topic}"]))
+        level = wait_for_level(node.audio_source, AudioPublisher.LEVEL_DB)
+        assert publisher.info_publisher.get_subscription_count() >= 1
+    assert level == pytest.approx(AudioPublisher.LEVEL_DB, abs=0.2), node.audio_source.health
+    assert "incompatible QoS" not in capfd.readouterr().err
+
+
+def test_mp3_and_bad_audio_info_are_refused_and_the_node_keeps_running(checkpoint, capfd):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.node import Node
+    from rclpy.qos import DurabilityPolicy
+
+    from ros_support import Probe
+
+    msgs = audio_common()
+    mp3 = msgs.AudioInfo(channels=1, sample_rate=16000, sample_format="S16LE", bitrate=192, coding_format="mp3")
+    with ros_domain() as (context, add):
+        probe = add(Probe(context, {"/diagnostics": DiagnosticArray}))
+        publisher = AudioPublisher(add(Node("audio_capture", context=context)), DurabilityPolicy.VOLATILE, mp3)
+        node = add(topic_node(context, checkpoint))
+
+        def diagnosed(text):
+            statuses = [msg.status[0] for msg in list(probe.received["/diagnostics"])[-2:]]
+            return any(text in kv.value for status in statuses for kv in status.values if kv.key == "audio_health")
+
+        assert wait_until(lambda: diagnosed("coding_format 'mp3' is not PCM")), node.audio_source.health
+        assert node.audio_source.buffer.written == 0  # nothing decoded from a stream said to be mp3
+        publisher.info = msgs.AudioInfo(channels=1, sample_rate=16000, sample_format="S24LE", coding_format="wave")
+        assert wait_until(lambda: diagnosed("sample_format 'S24LE' is not one of")), node.audio_source.health
+        publisher.info = msgs.AudioInfo(channels=1, sample_rate=16000, sample_format="S16LE", coding_format="wave")
+        level = wait_for_level(node.audio_source, AudioPublisher.LEVEL_DB)
+        assert node._worker is not None  # still active
+    assert level == pytest.approx(AudioPublisher.LEVEL_DB, abs=0.2)
+    errors = [line for line in capfd.readouterr().err.splitlines() if "AudioInfo on audio_info refused" in line]
+    assert len(errors) == 2 and "mp3" in errors[0] and "S24LE" in errors[1], errors  # once per reason, not per message
