@@ -25,20 +25,16 @@ MIN_INLIER_M = 0.004  # inlier distance: this, or 1% of the median depth if larg
 
 @dataclass(frozen=True)
 class Intrinsics:
-    """Pinhole intrinsics of an image of `width` x `height` pixels (CameraInfo's K, no distortion: the aligned
-    depth images of RGB-D cameras are rectified)."""
+    """Pinhole intrinsics of an image of `width` x `height` pixels: CameraInfo's K, its distortion model and
+    coefficients (`d`)."""
     fx: float
     fy: float
     cx: float
     cy: float
     width: int
     height: int
-
-    def scaled_to(self, width: int, height: int) -> "Intrinsics":
-        """The same camera on a grid of another size, covering the same field of view."""
-        sx, sy = width / self.width, height / self.height
-        return Intrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5,
-                          width, height)
+    distortion_model: str = ""
+    distortion: tuple = ()
 
 
 @dataclass(frozen=True)
