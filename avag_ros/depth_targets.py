@@ -145,6 +145,8 @@ class DepthTargets:
         self.counts = {"pairs_made": 0, "frames_without_depth": 0, "frames_without_camera_info": 0,
                        "depth_rejected": 0, "regions_without_enough_points": 0}
         self.last_problem = ""
+        # The x axis of the last published pose: the next one keeps its sign, so a still scene's pose does not spin
+        self._last_pose_x: np.ndarray | None = None
         self._lock = threading.Lock()
         self._subscriptions = [
             node.create_subscription(Image, "depth/image", self.buffer.add_image, _sensor_qos(),
@@ -202,6 +204,7 @@ class DepthTargets:
             if geometry.rotation is not None:
                 self._publishers["affordance/function_pose"].publish(pose_stamped(geometry.point,
                                                                                   geometry.rotation, out))
+                self._last_pose_x = geometry.rotation[:, 0]
         markers = self._publishers["affordance/markers"]
         if markers.get_subscription_count() > 0:
             markers.publish(affordance_markers(regions, out))
@@ -211,13 +214,11 @@ class DepthTargets:
         settings = self.settings
         regions = {}
         for region in REGIONS:
-            if not masks[region].any():  # a blank scene, or an action without a dependency: nothing to place
-                regions[region] = None
-                continue
             try:
                 regions[region] = region_geometry(masks[region], depth, intrinsics, erode_px=settings.erode_px,
                                                   min_m=settings.min_m, max_m=settings.max_m,
-                                                  min_points=settings.min_points, with_pose=region == "function")
+                                                  min_points=settings.min_points, with_pose=region == "function",
+                                                  previous_x=self._last_pose_x)
             except ValueError as error:  # a distortion model the geometry cannot undo
                 raise DepthUnavailable("depth_rejected", str(error)) from None
         return regions

@@ -62,9 +62,10 @@ def depth_message(depth_m, encoding, header) -> Image:
                  step=data.strides[0], data=data.tobytes())
 
 
-def camera_info(header, width=WIDTH, height=HEIGHT, k=K) -> CameraInfo:
-    info = CameraInfo(header=header, width=width, height=height, distortion_model="plumb_bob")
+def camera_info(header, width=WIDTH, height=HEIGHT, k=K, distortion=("plumb_bob", ())) -> CameraInfo:
+    info = CameraInfo(header=header, width=width, height=height, distortion_model=distortion[0])
     info.k = [k["fx"], 0.0, k["cx"], 0.0, k["fy"], k["cy"], 0.0, 0.0, 1.0]
+    info.d = list(distortion[1])
     return info
 
 
@@ -79,14 +80,15 @@ class Camera:
         self.colour = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), np.uint8)
         self.sent_depth: dict[tuple[int, int], np.ndarray] = {}
 
-    def publish(self, depth_m, encoding="32FC1", depth_offset_s=0.0, info=True, info_size=None):
+    def publish(self, depth_m, encoding="32FC1", depth_offset_s=0.0, info=True, info_size=None,
+                distortion=("plumb_bob", ())):
         header = self.probe.header("camera_color_optical_frame")
         nanoseconds = header.stamp.sec * 10**9 + header.stamp.nanosec + int(depth_offset_s * 1e9)
         depth_header = Header(frame_id="camera_depth_optical_frame")
         depth_header.stamp.sec, depth_header.stamp.nanosec = divmod(nanoseconds, 10**9)
         if info:
             width, height = info_size or (depth_m.shape[1], depth_m.shape[0])
-            self.info.publish(camera_info(depth_header, width, height, scaled_k(width, height)))
+            self.info.publish(camera_info(depth_header, width, height, scaled_k(width, height), distortion))
         self.depth.publish(depth_message(depth_m, encoding, depth_header))
         self.sent_depth[(header.stamp.sec, header.stamp.nanosec)] = depth_m
         time.sleep(0.02)  # depth first, as it usually arrives before the frame's inference ends
@@ -192,6 +194,7 @@ def test_a_depth_image_of_another_size_is_placed_through_its_camera_info(files):
     ("another field of view", "depth_rejected", "the depth image is 48x24, the colour image 96x72: another aspect "
                                                 "ratio"),
     ("unknown encoding", "depth_rejected", "unsupported depth encoding '8UC1'"),
+    ("unknown distortion model", "depth_rejected", "cannot undo lens distortion 'kannala_brandt'"),
 ])
 def test_a_frame_without_usable_depth_keeps_its_masks_and_is_counted(files, capfd, case, counter, message):
     depth = plane_depth(tilted_normal(0.0), 1.0)
@@ -202,6 +205,7 @@ def test_a_frame_without_usable_depth_keeps_its_masks_and_is_counted(files, capf
         "CameraInfo of the colour image": lambda camera: camera.publish(depth[::3, ::2], info_size=(WIDTH, HEIGHT)),
         "another field of view": lambda camera: camera.publish(depth[::3, ::2]),
         "unknown encoding": lambda camera: camera.publish(depth, encoding="8UC1"),
+        "unknown distortion model": lambda camera: camera.publish(depth, distortion=("kannala_brandt", (0.1, 0.0))),
     }[case]
     started = time.monotonic()
     with ros_domain() as (context, add):
