@@ -176,10 +176,13 @@ def intrinsics_to_camera_info(intrinsics: Intrinsics, header: Header) -> CameraI
 
 
 def camera_info_intrinsics(msg: CameraInfo) -> Intrinsics:
+    """K, size and distortion of the image a CameraInfo comes with (width and height 0 when the driver left them
+    unset)."""
     fx, _, cx, _, fy, cy = (float(v) for v in msg.k[:6])
     if fx <= 0 or fy <= 0:
         raise ValueError(f"CameraInfo on frame '{msg.header.frame_id}' has no intrinsics (K = {list(msg.k)})")
-    return Intrinsics(fx, fy, cx, cy, int(msg.width), int(msg.height))
+    return Intrinsics(fx, fy, cx, cy, int(msg.width), int(msg.height), msg.distortion_model,
+                      tuple(float(c) for c in msg.d))
 
 
 def point_stamped(point: np.ndarray, header: Header) -> PointStamped:

@@ -34,7 +34,7 @@ from rclpy.parameter import Parameter
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image
 
-from avag_core.data.synthetic import CATEGORIES, SAMPLE_RATE, render_scene, synthesize_sound
+from avag_core.data.synthetic import CATEGORIES, SAMPLE_RATE, Scene, render_scene, synthesize_sound
 from avag_core.image import save_png
 from avag_core.metrics import sample_iou
 from avag_core.weights import load_checkpoint
@@ -95,6 +95,7 @@ class MaskCollector(Node):
         self.ious: dict[str, list[float]] = {name: [] for name in ground_truth}
         self.point_errors_mm: dict[str, list[float]] = {name: [] for name in ground_truth}
         self.normal_errors_deg: dict[str, list[float]] = {name: [] for name in ground_truth}
+        self.points: dict[str, list[np.ndarray]] = {name: [] for name in ground_truth}
         self.last_pose: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.latencies_ms: list[float] = []
         self.overlays: dict[str, Path] = {}
@@ -110,6 +111,7 @@ class MaskCollector(Node):
         point = np.array([p.x, p.y, p.z])
         approach = rotation_from_quaternion((q.x, q.y, q.z, q.w))[:, 2]
         true_point, true_normal = self.targets[heard]
+        self.points[heard].append(point)
         self.point_errors_mm[heard].append(1000 * float(np.linalg.norm(point - true_point)))
         self.normal_errors_deg[heard].append(float(np.degrees(np.arccos(np.clip(approach @ true_normal, -1, 1)))))
         self.last_pose[heard] = (point, approach)
@@ -149,6 +151,13 @@ def draw_targets(image: np.ndarray, depth_scene: DepthScene, targets: dict[str, 
     return picture
 
 
+def demo_scene(rng: np.random.Generator) -> tuple[Scene, DepthScene]:
+    """The scene the demo streams, from the first draws of `rng`: SCENE_OBJECTS on a table, in colour and depth."""
+    categories = [next(c for c in CATEGORIES if c.object == name) for name in SCENE_OBJECTS]
+    scene = render_scene(rng, size=320, categories=categories)
+    return scene, render_depth(scene)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m avag_ros.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -163,9 +172,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"weights: {describe_weights(args.checkpoint)}", flush=True)
     rng = np.random.default_rng(args.seed)
-    categories = [next(c for c in CATEGORIES if c.object == name) for name in SCENE_OBJECTS]
-    scene = render_scene(rng, size=320, categories=categories)
-    depth_scene = render_depth(scene)
+    scene, depth_scene = demo_scene(rng)
+    categories = scene.categories
     heard = categories[:2]
     args.out.mkdir(parents=True, exist_ok=True)
     clip = args.out / "sound.wav"
@@ -227,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         if points:
             print(f"  3D while the {name} sounds: point {np.median(points):.1f} mm from the true one (p95 "
                   f"{np.percentile(points, 95):.1f}), approach axis {np.median(normals):.1f} deg from the true "
-                  f"surface normal (p95 {np.percentile(normals, 95):.1f}), over {len(points)} poses")
+                  f"surface normal (p95 {np.percentile(normals, 95):.1f}), over {len(points)} poses; median point "
+                  f"({', '.join(f'{c:.4f}' for c in np.median(collector.points[name], axis=0))}) m")
         else:
             print(f"  3D while the {name} sounds: no pose")
     targets_picture = args.out / "targets_3d.png"

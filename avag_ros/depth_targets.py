@@ -2,15 +2,17 @@
 pose and clouds in the camera's optical frame, and publish them. Nothing here stops the node or the 2D masks: a
 frame that cannot be given 3D is counted, logged at most once a second and reported in /diagnostics.
 
-Pairing: each colour frame takes the depth image nearest to it in stamp, within `depth.max_offset_s`, from the last
-DEPTH_BUFFER depth images; what message_filters' ApproximateTime policy would pair for one frame (it has no wheel
-here, and the node needs the pairing only for the frames it infers on, which arrive later than their depth).
+Pairing: each colour frame takes the depth image nearest to it in stamp, within `depth.max_offset_s`: what
+message_filters' ApproximateTime policy would pair for one frame (it has no wheel here). The choice is made while
+the frame waits and is inferred, not after: a frame pins the best depth image so far when it enters the node, and
+the pin moves to any nearer one that arrives until the frame's 3D is done. So a slow model loses no depth to the
+ring, which holds the last DEPTH_BUFFER images only for frames that arrive after their depth.
 """
 from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
@@ -23,9 +25,12 @@ from visualization_msgs.msg import MarkerArray
 
 from .conversions import (affordance_markers, camera_info_intrinsics, depth_image, point_stamped,
                           points_to_cloud, pose_stamped)
-from .geometry import Intrinsics, even_subsample, region_geometry
+from .geometry import DepthImage, Intrinsics, RegionGeometry, even_subsample, region_geometry
 
-DEPTH_BUFFER = 30  # 1 s of a 30 Hz depth stream, more than a frame's inference takes
+# Depth images kept for a colour frame still to come: its depth usually arrives first, by a few milliseconds.
+# Half a second at 60 Hz; the frames waiting for the model keep theirs in pins, not here (memory stays bounded:
+# a 640x480 16UC1 image is 600 KiB).
+DEPTH_BUFFER = 30
 REGIONS = ("function", "dependency")
 
 
@@ -47,31 +52,64 @@ class DepthUnavailable(ValueError):
         self.kind = kind
 
 
+class DepthPin:
+    """The depth image nearest in stamp to one pending colour frame, among those seen so far."""
+
+    __slots__ = ("stamp_ns", "offset_ns", "image")
+
+    def __init__(self, stamp_ns: int) -> None:
+        self.stamp_ns = stamp_ns
+        self.offset_ns: int | None = None
+        self.image: Image | None = None
+
+    def offer(self, stamp_ns: int, image: Image) -> None:
+        offset_ns = abs(stamp_ns - self.stamp_ns)
+        if self.offset_ns is None or offset_ns < self.offset_ns:
+            self.offset_ns, self.image = offset_ns, image
+
+
 class DepthBuffer:
-    """The last depth images and the latest CameraInfo, filled by subscription callbacks, read by the inference
-    thread."""
+    """The last depth images, the pins of the colour frames the node holds, and the latest CameraInfo; filled by
+    subscription callbacks, read by the inference thread."""
 
     def __init__(self, capacity: int = DEPTH_BUFFER) -> None:
         self._images: deque[tuple[int, Image]] = deque(maxlen=capacity)
+        self._pins: list[DepthPin] = []  # one per colour frame waiting or being inferred: two at most in the node
         self._info: CameraInfo | None = None
         self._lock = threading.Lock()
 
     def add_image(self, msg: Image) -> None:
+        stamp_ns = Time.from_msg(msg.header.stamp).nanoseconds
         with self._lock:
-            self._images.append((Time.from_msg(msg.header.stamp).nanoseconds, msg))
+            self._images.append((stamp_ns, msg))
+            for pin in self._pins:
+                pin.offer(stamp_ns, msg)
 
     def set_info(self, msg: CameraInfo) -> None:
         with self._lock:
             self._info = msg
 
-    def pair(self, stamp_ns: int, max_offset_s: float) -> tuple[Image, CameraInfo]:
+    def pin(self, stamp_ns: int) -> DepthPin:
+        """Start pairing the colour frame of `stamp_ns`; the caller releases the pin when done with the frame."""
+        pin = DepthPin(stamp_ns)
         with self._lock:
-            images, info = list(self._images), self._info
+            for image_stamp_ns, image in self._images:
+                pin.offer(image_stamp_ns, image)
+            self._pins.append(pin)
+        return pin
+
+    def release(self, pin: DepthPin) -> None:
+        with self._lock:
+            if pin in self._pins:
+                self._pins.remove(pin)
+
+    def pair(self, pin: DepthPin, max_offset_s: float) -> tuple[Image, CameraInfo]:
+        with self._lock:
+            image, offset_ns, info = pin.image, pin.offset_ns, self._info
         if info is None:
             raise DepthUnavailable("frames_without_camera_info", "no CameraInfo received on depth/camera_info yet")
-        if not images:
+        if image is None:
             raise DepthUnavailable("frames_without_depth", "no depth image received on depth/image yet")
-        offset_ns, image = min(((abs(t - stamp_ns), m) for t, m in images), key=lambda pair: pair[0])
         if offset_ns > max_offset_s * 1e9:
             raise DepthUnavailable("frames_without_depth",
                                    f"the nearest depth image is {offset_ns / 1e9:.3f} s from the colour frame "
@@ -81,17 +119,21 @@ class DepthBuffer:
 
 def depth_grid_intrinsics(info: Intrinsics, depth_shape: tuple[int, int],
                           colour_shape: tuple[int, int]) -> Intrinsics:
-    """The intrinsics of the depth image's grid, from a CameraInfo that describes it or the colour image it is
-    aligned to; anything else is an error naming the sizes."""
+    """The intrinsics of the depth image's grid. A CameraInfo describes the image it comes with: its size must be
+    the depth image's (or unset, 0x0, for a depth image of the colour image's size). A depth image of another
+    size than the colour image must cover the same field of view: the same aspect ratio, within one pixel."""
     (depth_h, depth_w), (colour_h, colour_w) = depth_shape, colour_shape
-    described = (info.width, info.height)
-    if described == (depth_w, depth_h) or (described == (0, 0) and depth_shape == colour_shape):
-        return Intrinsics(info.fx, info.fy, info.cx, info.cy, depth_w, depth_h)
-    if described == (colour_w, colour_h):
-        return info.scaled_to(depth_w, depth_h)
-    raise DepthUnavailable("depth_rejected", f"the depth image is {depth_w}x{depth_h}, the colour image {colour_w}x"
-                                        f"{colour_h}, and the CameraInfo ({info.width}x{info.height}) describes "
-                                        "neither, so the mask cannot be placed on the depth image")
+    if (info.width, info.height) == (0, 0) and depth_shape == colour_shape:
+        return replace(info, width=depth_w, height=depth_h)
+    if (info.width, info.height) != (depth_w, depth_h):
+        raise DepthUnavailable("depth_rejected", f"the depth image is {depth_w}x{depth_h} but its CameraInfo "
+                                            f"describes {info.width}x{info.height}: depth/camera_info must be the "
+                                            "depth image's own")
+    if depth_shape != colour_shape and abs(colour_h * depth_w / colour_w - depth_h) > 1:
+        raise DepthUnavailable("depth_rejected", f"the depth image is {depth_w}x{depth_h}, the colour image "
+                                            f"{colour_w}x{colour_h}: another aspect ratio, so not the same field "
+                                            "of view, and the mask cannot be placed on the depth image")
+    return info
 
 
 class DepthTargets:
@@ -103,6 +145,8 @@ class DepthTargets:
         self.counts = {"pairs_made": 0, "frames_without_depth": 0, "frames_without_camera_info": 0,
                        "depth_rejected": 0, "regions_without_enough_points": 0}
         self.last_problem = ""
+        # The x axis of the last published pose: the next one keeps its sign, so a still scene's pose does not spin
+        self._last_pose_x: np.ndarray | None = None
         self._lock = threading.Lock()
         self._subscriptions = [
             node.create_subscription(Image, "depth/image", self.buffer.add_image, _sensor_qos(),
@@ -129,33 +173,29 @@ class DepthTargets:
             if problem:
                 self.last_problem = problem
 
-    def publish(self, header: Header, masks: dict[str, np.ndarray]) -> None:
-        """3D for one colour frame: its header (stamp), its masks by region."""
+    def publish(self, header: Header, masks: dict[str, np.ndarray], pin: DepthPin) -> None:
+        """3D for one colour frame: its header (stamp), its masks by region, the pin it took on arrival."""
         settings = self.settings
         try:
-            depth_msg, info = self.buffer.pair(Time.from_msg(header.stamp).nanoseconds, settings.max_offset_s)
+            depth_msg, info = self.buffer.pair(pin, settings.max_offset_s)
             try:
                 depth = depth_image(depth_msg)
                 intrinsics = camera_info_intrinsics(info)
             except ValueError as error:
                 raise DepthUnavailable("depth_rejected", str(error)) from None
             intrinsics = depth_grid_intrinsics(intrinsics, depth.shape, masks["function"].shape)
+            regions = self._regions(masks, depth, intrinsics)
         except DepthUnavailable as error:
             self._count(error.kind, str(error))
             self.node.get_logger().warning(f"no 3D for this frame: {error}", throttle_duration_sec=1.0)
             return
         self._count("pairs_made")
         out = Header(stamp=header.stamp, frame_id=depth_msg.header.frame_id)
-        regions = {}
-        for region in REGIONS:
-            regions[region] = region_geometry(masks[region], depth, intrinsics, erode_px=settings.erode_px,
-                                              min_m=settings.min_m, max_m=settings.max_m,
-                                              min_points=settings.min_points, with_pose=region == "function")
-            geometry = regions[region]
+        for region, geometry in regions.items():
             if geometry is None:
-                if masks[region].any():  # an empty mask is no failure of the depth
-                    self._count("regions_without_enough_points",
-                                f"the {region} region has fewer than {settings.min_points} pixels with valid depth")
+                problem = (f"the {region} region has fewer than {settings.min_points} pixels with valid depth"
+                           if masks[region].any() else f"the {region} region is empty")
+                self._count("regions_without_enough_points", problem)
                 continue
             self._publishers[f"affordance/{region}_point"].publish(point_stamped(geometry.point, out))
             clouds = self._publishers[f"affordance/{region}_cloud"]
@@ -164,9 +204,24 @@ class DepthTargets:
             if geometry.rotation is not None:
                 self._publishers["affordance/function_pose"].publish(pose_stamped(geometry.point,
                                                                                   geometry.rotation, out))
+                self._last_pose_x = geometry.rotation[:, 0]
         markers = self._publishers["affordance/markers"]
         if markers.get_subscription_count() > 0:
             markers.publish(affordance_markers(regions, out))
+
+    def _regions(self, masks: dict[str, np.ndarray], depth: DepthImage,
+                 intrinsics: Intrinsics) -> dict[str, RegionGeometry | None]:
+        settings = self.settings
+        regions = {}
+        for region in REGIONS:
+            try:
+                regions[region] = region_geometry(masks[region], depth, intrinsics, erode_px=settings.erode_px,
+                                                  min_m=settings.min_m, max_m=settings.max_m,
+                                                  min_points=settings.min_points, with_pose=region == "function",
+                                                  previous_x=self._last_pose_x)
+            except ValueError as error:  # a distortion model the geometry cannot undo
+                raise DepthUnavailable("depth_rejected", str(error)) from None
+        return regions
 
     def diagnostic_status(self, name: str) -> DiagnosticStatus:
         with self._lock:

@@ -59,12 +59,6 @@ class Intrinsics:
     def camera_matrix(self) -> np.ndarray:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
-    def scaled_to(self, width: int, height: int) -> "Intrinsics":
-        """The same camera on a grid of another size, covering the same field of view."""
-        sx, sy = width / self.width, height / self.height
-        return Intrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5,
-                          width, height)
-
 
 @dataclass(frozen=True)
 class DepthImage:

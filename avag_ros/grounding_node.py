@@ -42,7 +42,7 @@ from . import parameters
 from .audio_sources import AudioSource, FileSource, MicrophoneSource, TopicSource
 from .conversions import (check_compressed, check_image, compressed_to_rgb, image_to_rgb, largest_region_polygon,
                           mask_to_image, probability_to_image, rgb_to_bgr8)
-from .depth_targets import DepthSettings, DepthTargets
+from .depth_targets import DepthPin, DepthSettings, DepthTargets
 from .memory import ReusedThread, return_freed_memory
 from .ros_logging import forward_library_logs, stop_forwarding
 from .shutdown import BoundedShutdown
@@ -155,7 +155,8 @@ class GroundingNode(LifecycleNode):
         self._model_description = "none"
         self._outputs: dict[str, object] = {}
         self._image_subscription = None
-        self._latest: Image | CompressedImage | None = None
+        # The newest image, waiting for the model, with the depth pairing it started on arrival (with depth.enabled)
+        self._latest: tuple[Image | CompressedImage, DepthPin | None] | None = None
         self._wakeup = threading.Condition()
         self._stop = threading.Event()
         self._inference_thread = ReusedThread("affordance_inference")
@@ -302,6 +303,8 @@ class GroundingNode(LifecycleNode):
             self._audio_retry_timer = None
         if self.audio_source is not None:
             self.audio_source.stop()
+        if self._latest is not None:
+            self._release_depth(self._latest[1])
         self._latest = None
         return_freed_memory()
         return TransitionCallbackReturn.SUCCESS
@@ -392,17 +395,26 @@ class GroundingNode(LifecycleNode):
                 "shared-memory segment is 512 KiB: on best effort most such images are lost between processes. "
                 "Export FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA in every process on the topic (the camera driver "
                 "too), or set use_compressed: true (README, 'Large raw images')")
+        # Paired from now on, not after inference: by then a fast depth stream has moved on (depth_targets).
+        targets = self._targets
+        pin = targets.buffer.pin(rclpy.time.Time.from_msg(msg.header.stamp).nanoseconds) if targets else None
         with self._wakeup:
-            self.stats.image_received(replaced_unprocessed=self._latest is not None)
-            self._latest = msg
+            replaced, self._latest = self._latest, (msg, pin)
+            self.stats.image_received(replaced_unprocessed=replaced is not None)
             self._wakeup.notify()
+        if replaced is not None:
+            self._release_depth(replaced[1])
 
-    def _next_image(self) -> Image | CompressedImage | None:
+    def _next_image(self) -> tuple[Image | CompressedImage, DepthPin | None] | None:
         with self._wakeup:
             while self._latest is None and not self._stop.is_set():
                 self._wakeup.wait()
-            msg, self._latest = self._latest, None
-            return msg
+            frame, self._latest = self._latest, None
+            return frame
+
+    def _release_depth(self, pin: DepthPin | None) -> None:
+        if pin is not None and self._targets is not None:
+            self._targets.buffer.release(pin)
 
     def _run_worker(self) -> None:
         next_allowed = 0.0
@@ -411,19 +423,22 @@ class GroundingNode(LifecycleNode):
             delay = next_allowed - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 break
-            msg = self._next_image()
-            if msg is None:
+            frame = self._next_image()
+            if frame is None:
                 break
             next_allowed = time.monotonic() + (1.0 / rate if rate > 0 else 0.0)
+            msg, depth_pin = frame
             try:
-                self._process(msg)
+                self._process(msg, depth_pin)
             except Exception as error:  # the thread must survive anything one frame can do
                 if not self.context.ok():  # the process is going down under this frame: nothing failed
                     return
                 self.stats.count("failed")
                 self.get_logger().error(f"inference failed on one frame: {error!r}", throttle_duration_sec=5.0)
+            finally:
+                self._release_depth(depth_pin)
 
-    def _process(self, msg: Image | CompressedImage) -> None:
+    def _process(self, msg: Image | CompressedImage, depth_pin: DepthPin | None) -> None:
         log = self.get_logger()
         try:
             rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
@@ -441,7 +456,7 @@ class GroundingNode(LifecycleNode):
         if not sound_active:
             if settings.publish_when_silent:
                 empty = np.zeros(rgb.shape[:2], bool)
-                self._publish(msg, rgb, empty, empty, None)
+                self._publish(msg, rgb, empty, empty, None, depth_pin)
             return
         audio = source.buffer.latest(settings.audio_window_s, align_s=EXAMPLE_SECONDS)
         started = time.perf_counter()
@@ -452,14 +467,14 @@ class GroundingNode(LifecycleNode):
             log.warning(f"skipping frame: {error}", throttle_duration_sec=2.0)
             return
         model_s = time.perf_counter() - started
-        self._publish(msg, rgb, prediction.function_mask, prediction.dependency_mask, prediction)
+        self._publish(msg, rgb, prediction.function_mask, prediction.dependency_mask, prediction, depth_pin)
         latency = (self.get_clock().now() - rclpy.time.Time.from_msg(msg.header.stamp)).nanoseconds / 1e9
         self.stats.inference_done(latency, model_s)
         log.debug(f"frame {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}: model {model_s * 1e3:.0f} ms, "
                   f"published {latency * 1e3:.0f} ms after its stamp")
 
     def _publish(self, msg, rgb: np.ndarray, function_mask: np.ndarray, dependency_mask: np.ndarray,
-                 prediction) -> None:
+                 prediction, depth_pin: DepthPin | None) -> None:
         header = msg.header
         publishers = self._outputs
         publishers["affordance/function_mask"].publish(mask_to_image(function_mask, header))
@@ -470,11 +485,12 @@ class GroundingNode(LifecycleNode):
                 probability_to_image(prediction.function_prob, header))
             publishers["affordance/dependency_probability"].publish(
                 probability_to_image(prediction.dependency_prob, header))
-        if self._targets is not None and prediction is not None:
-            self._targets.publish(header, {"function": function_mask, "dependency": dependency_mask})
         overlay_publisher = publishers.get("affordance/overlay")
         if overlay_publisher is not None and overlay_publisher.get_subscription_count() > 0:  # costly to draw
             overlay_publisher.publish(rgb_to_bgr8(overlay(rgb, function_mask, dependency_mask), header))
+        # 3D last: whatever the depth does, the frame's 2D outputs are out.
+        if depth_pin is not None and prediction is not None:
+            self._targets.publish(header, {"function": function_mask, "dependency": dependency_mask}, depth_pin)
 
     # diagnostics --------------------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

@@ -4,25 +4,47 @@ import re
 import subprocess
 import sys
 
+import cv2
+import numpy as np
+
+from avag_ros.demo import demo_scene
+from avag_ros.parameters import spec
 from conftest import REPO
+from depth_truth import expected_point
 from ros_support import fresh_domain_id
+
+SEED = 3
 
 
 def test_demo_masks_follow_the_sound(tmp_path):
     out = tmp_path / "demo"
     env = {**os.environ, "ROS_DOMAIN_ID": str(fresh_domain_id())}
     result = subprocess.run([sys.executable, "-m", "avag_ros.demo", "--seconds", "30", "--segment-s", "8",
-                             "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+                             "--seed", str(SEED), "--out", str(out)], capture_output=True, text=True, timeout=300,
+                            cwd=REPO, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     scores = dict(re.findall(r"mIoU_f while the (\w+) sounds: ([\d.]+) over \d+ masks", result.stdout))
     assert set(scores) == {"hammer", "mug"}, result.stdout
     # The demo's goal is 50 per sound; each object's mask must land on that object, not on the other one.
     assert all(float(score) >= 50 for score in scores.values()), result.stdout
     assert (out / "overlay_hammer.png").is_file() and (out / "overlay_mug.png").is_file()
-    # 3D: the point where a perfect mask would put it, give or take the mask's own error; the approach axis along
-    # the true surface normal (flat for the hammer, tilted 25 degrees for the mug).
-    targets = re.findall(r"3D while the (\w+) sounds: point ([\d.]+) mm from the true one .*?, approach axis "
-                         r"([\d.]+) deg", result.stdout)
+    # 3D: the node's point where a perfect mask would put it, give or take the mask's own error; the approach axis
+    # along the true surface normal (flat for the hammer, tilted 25 degrees for the mug).
+    targets = re.findall(r"3D while the (\w+) sounds: .*?, approach axis ([\d.]+) deg .*?; median point "
+                         r"\(([-\d., ]+)\) m", result.stdout)
     assert {name for name, _, _ in targets} == {"hammer", "mug"}, result.stdout
-    assert all(float(mm) < 40 and float(degrees) < 5 for _, mm, degrees in targets), result.stdout
+    assert all(float(degrees) < 5 for _, degrees, _ in targets), result.stdout
+    # The true point: the README's definition on the true function region of the scene the demo streamed, in numpy.
+    scene, depth_scene = demo_scene(np.random.default_rng(SEED))
+    camera = depth_scene.intrinsics
+    rule = {name: spec(f"depth.{name}").default for name in ("erode_px", "min_m", "max_m")}
+    for name, _, point in targets:
+        index = [c.object for c in scene.categories].index(name)
+        truth_mask = scene.function_masks[index]
+        assert np.array_equal(cv2.imread(str(out / f"ground_truth_{name}.png"), cv2.IMREAD_GRAYSCALE) > 127,
+                              truth_mask), "the test rebuilt another scene than the demo streamed"
+        truth = expected_point(truth_mask, depth_scene.depth_m, {"fx": camera.fx, "fy": camera.fy, "cx": camera.cx,
+                                                                 "cy": camera.cy}, **rule)
+        error_mm = 1000 * np.linalg.norm(np.array([float(c) for c in point.split(",")]) - truth)
+        assert error_mm < 40, f"the {name}'s point is {error_mm:.1f} mm from the true one\n{result.stdout}"
     assert (out / "targets_3d.png").is_file()
