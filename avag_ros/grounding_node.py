@@ -177,11 +177,8 @@ class GroundingNode(LifecycleNode):
 
     # parameters ---------------------------------------------------------------------------------------------
     def _validate_parameters(self, changed: list) -> SetParametersResult:
-        for parameter in changed:
-            reason = parameters.check(parameter.name, parameter.value)
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
-        return SetParametersResult(successful=True)
+        reason = parameters.check_change(self, changed)
+        return SetParametersResult(successful=reason is None, reason=reason or "")
 
     def _apply_parameters(self, changed: list) -> None:
         for parameter in changed:
@@ -201,9 +198,8 @@ class GroundingNode(LifecycleNode):
             for reason in self._refused_parameters.values():
                 log.error(f"cannot configure: {reason} (refused at start-up; set a valid value, then configure)")
             return TransitionCallbackReturn.FAILURE
-        if settings.depth_enabled and settings.depth_min_m >= settings.depth_max_m:
-            log.error(f"cannot configure: parameters 'depth.min_m', 'depth.max_m': {settings.depth_min_m:g} m is "
-                      f"not below {settings.depth_max_m:g} m")
+        if reason := parameters.check_together(settings):
+            log.error(f"cannot configure: {reason}")
             return TransitionCallbackReturn.FAILURE
         try:
             # Device, precision and the runtime package first: they fail in a second, the export in minutes.
