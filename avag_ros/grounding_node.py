@@ -43,7 +43,7 @@ from .audio_sources import AudioSource, FileSource, MicrophoneSource, TopicSourc
 from .conversions import (check_compressed, check_image, compressed_to_rgb, image_to_rgb, largest_region_polygon,
                           mask_to_image, probability_to_image, rgb_to_bgr8)
 from .depth_targets import DepthSettings, DepthTargets
-from .memory import ReusedThread, return_freed_memory
+from .memory import ReusedThread, model_blocks_mapped, return_freed_memory
 from .ros_logging import forward_library_logs, stop_forwarding
 from .shutdown import BoundedShutdown
 
@@ -191,6 +191,10 @@ class GroundingNode(LifecycleNode):
 
     # lifecycle ----------------------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with model_blocks_mapped():  # a reload must not leave the old model's holes in the heap
+            return self._configure()
+
+    def _configure(self) -> TransitionCallbackReturn:
         settings = self.settings = parameters.read(self)
         log = self.get_logger()
         log.debug(f"configuring with {settings}")
