@@ -1,6 +1,6 @@
 """A node that reconfigures for days must come back to the same footprint after every lifecycle cycle.
 
-Three things decide it with glibc's allocator, both measured on the node with the demo model:
+Three things decide it with glibc's allocator, each measured on the node with the demo model:
 - the pages a transition freed stay in the process until they are given back (`return_freed_memory`): 20
   deactivate/activate and cleanup/configure cycles grew it by 42 MB without, 13 MB with;
 - each thread allocates from the malloc arena it was given when it started. A new inference thread per activate
