@@ -161,19 +161,19 @@ def test_image_flood_keeps_memory_and_latency_bounded(files):
         env = {**os.environ, "ROS_DOMAIN_ID": str(context.get_domain_id())}
         node = subprocess.Popen(grounding_node_command(files["checkpoint"], files["tone"], "-p", "max_rate_hz:=0.0"),
                                 env=env, stderr=subprocess.PIPE, text=True)
+        image = rgb_image(240, 320)  # under Fast DDS's 512 KiB shared-memory segment: every image arrives
         stop = threading.Event()
+
+        def flood():
+            next_time = time.monotonic()
+            while not stop.is_set():
+                probe.publish_rgb(image)
+                next_time += 1 / 60
+                time.sleep(max(0.0, next_time - time.monotonic()))
+
+        publisher = threading.Thread(target=flood)
         try:
-            image = rgb_image(240, 320)  # under Fast DDS's 512 KiB shared-memory segment: every image arrives
             assert probe.wait_for("affordance/function_mask", timeout=90, publish=lambda: probe.publish_rgb(image))
-
-            def flood():
-                next_time = time.monotonic()
-                while not stop.is_set():
-                    probe.publish_rgb(image)
-                    next_time += 1 / 60
-                    time.sleep(max(0.0, next_time - time.monotonic()))
-
-            publisher = threading.Thread(target=flood)
             publisher.start()
             time.sleep(8)
             early, rss_early_mb = diagnostics_values(probe), current_rss_mb(node.pid)
@@ -181,6 +181,8 @@ def test_image_flood_keeps_memory_and_latency_bounded(files):
             late, rss_late_mb = diagnostics_values(probe), current_rss_mb(node.pid)
         finally:
             stop.set()
+            if publisher.is_alive():
+                publisher.join()
             node.send_signal(signal.SIGINT)
             try:
                 log = node.communicate(timeout=20)[1]
