@@ -16,8 +16,8 @@ Both nodes subscribe reliably here (a QoS override), so that every bad message s
 messages pause while the lifecycle cycles and then resume at their usual rate; those the pause displaced are not
 sent. A catch-up burst of hundreds of 900 KiB frames into a reliable depth-20 subscription grows Fast DDS's history
 pools for good (measured: +33 MB in one burst, none over the 20 cycles themselves), which is the middleware's
-high-water mark, not the node's; spreading the rest over the time left was still a burst in a 2-minute run (4
-times the usual rate in its last 10 s, and the raw node's last RSS sample 16 to 24 MB above the one before).
+high-water mark, not the node's; spreading the rest over the time left was still a burst in a 2-minute run (3 to
+7 times the usual rate in its last 7 to 15 s, and the raw node's last RSS sample 16 to 24 MB above the one before).
 Prints a summary and writes it as JSON with --json. Exit code 1 if a goal is missed: both nodes exit 0 within
 5 s of SIGINT, every lifecycle cycle resumes, no inference error or ERROR line, every malformed message counted,
 RSS growth after the warm-up at most 20 MB per node.
