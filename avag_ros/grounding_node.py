@@ -43,7 +43,7 @@ from .audio_sources import AudioSource, FileSource, MicrophoneSource, TopicSourc
 from .conversions import (check_compressed, check_image, compressed_to_rgb, image_to_rgb, largest_region_polygon,
                           mask_to_image, probability_to_image, rgb_to_bgr8)
 from .depth_targets import DepthPin, DepthSettings, DepthTargets
-from .memory import ReusedThread, return_freed_memory
+from .memory import ReusedThread, model_blocks_mapped, return_freed_memory
 from .ros_logging import forward_library_logs, stop_forwarding
 from .shutdown import BoundedShutdown
 
@@ -178,11 +178,8 @@ class GroundingNode(LifecycleNode):
 
     # parameters ---------------------------------------------------------------------------------------------
     def _validate_parameters(self, changed: list) -> SetParametersResult:
-        for parameter in changed:
-            reason = parameters.check(parameter.name, parameter.value)
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
-        return SetParametersResult(successful=True)
+        reason = parameters.check_change(self, changed)
+        return SetParametersResult(successful=reason is None, reason=reason or "")
 
     def _apply_parameters(self, changed: list) -> None:
         for parameter in changed:
@@ -195,6 +192,10 @@ class GroundingNode(LifecycleNode):
 
     # lifecycle ----------------------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with model_blocks_mapped():  # a reload must not leave the old model's holes in the heap
+            return self._configure()
+
+    def _configure(self) -> TransitionCallbackReturn:
         settings = self.settings = parameters.read(self)
         log = self.get_logger()
         log.debug(f"configuring with {settings}")
@@ -202,9 +203,8 @@ class GroundingNode(LifecycleNode):
             for reason in self._refused_parameters.values():
                 log.error(f"cannot configure: {reason} (refused at start-up; set a valid value, then configure)")
             return TransitionCallbackReturn.FAILURE
-        if settings.depth_enabled and settings.depth_min_m >= settings.depth_max_m:
-            log.error(f"cannot configure: parameters 'depth.min_m', 'depth.max_m': {settings.depth_min_m:g} m is "
-                      f"not below {settings.depth_max_m:g} m")
+        if reason := parameters.check_together(settings):
+            log.error(f"cannot configure: {reason}")
             return TransitionCallbackReturn.FAILURE
         try:
             # Device, precision and the runtime package first: they fail in a second, the export in minutes.

@@ -1,11 +1,14 @@
 """A node that reconfigures for days must come back to the same footprint after every lifecycle cycle.
 
-Two things decide it with glibc's allocator, both measured on the node with the demo model:
+Three things decide it with glibc's allocator, each measured on the node with the demo model:
 - the pages a transition freed stay in the process until they are given back (`return_freed_memory`): 20
   deactivate/activate and cleanup/configure cycles grew it by 42 MB without, 13 MB with;
 - each thread allocates from the malloc arena it was given when it started. A new inference thread per activate
   got another arena each time and left pages in the old ones: in bench/endurance.py, 20 cycles took the arenas
-  from 24 MB in 7 to 42 MB in 13. `ReusedThread` runs every activation's inference loop on one thread instead.
+  from 24 MB in 7 to 42 MB in 13. `ReusedThread` runs every activation's inference loop on one thread instead;
+- glibc raises its mmap threshold each time it frees a mapped block, up to 32 MiB, so once frames flow a
+  reloaded model's tensors are carved from the heap, and the holes the old model's leave are pinned by smaller
+  blocks allocated meanwhile. `model_blocks_mapped` gives every large block its own mapping while a model loads.
 """
 from __future__ import annotations
 
@@ -13,9 +16,29 @@ import ctypes
 import queue
 import threading
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Callable
 
 _LIBC = ctypes.CDLL(None)
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
+LOADING_MMAP_THRESHOLD = 128 * 1024  # glibc's initial threshold
+RUNNING_MMAP_THRESHOLD = 32 * 1024 * 1024  # the highest glibc's own raises it to on 64-bit
+
+
+@contextmanager
+def model_blocks_mapped():
+    """Within: every block of 128 KiB or more is its own mapping, so a model's tensors go back to the OS whole when
+    it is freed. After: the threshold glibc would settle at by itself, so inference reuses its large blocks from
+    the heap instead of mapping and faulting them in anew for every frame (kept at 128 KiB, the demo model's
+    `predict` took 160 ms of CPU instead of 120). Setting it by hand also stops glibc from moving it."""
+    if not hasattr(_LIBC, "mallopt"):  # glibc only
+        yield
+        return
+    _LIBC.mallopt(_M_MMAP_THRESHOLD, LOADING_MMAP_THRESHOLD)
+    try:
+        yield
+    finally:
+        _LIBC.mallopt(_M_MMAP_THRESHOLD, RUNNING_MMAP_THRESHOLD)
 
 
 def return_freed_memory() -> None:

@@ -224,17 +224,39 @@ def coerce(changed: list) -> list:
             if p.name in doubles and p.type_ == Parameter.Type.INTEGER else p for p in changed]
 
 
+def current_values(node) -> dict[str, object]:
+    return {rule.name: node.get_parameter(rule.name).value for rule in SPECS}
+
+
+def settings_from(values: dict[str, object]) -> GroundingSettings:
+    return GroundingSettings(**{rule.name.replace(".", "_"): values[rule.name] for rule in SPECS})
+
+
 def read(node) -> GroundingSettings:
-    return GroundingSettings(**{rule.name.replace(".", "_"): node.get_parameter(rule.name).value for rule in SPECS})
+    return settings_from(current_values(node))
 
 
-def check(name: str, value: object) -> str | None:
-    """The reason a run-time value is not allowed, or None. Read-only is enforced by rclpy itself."""
-    rule = next((s for s in SPECS if s.name == name), None)
-    if rule is None:
-        return None
-    try:
-        rule.accept(value)
-    except ValueError as error:
-        return str(error)
+def check_together(settings: GroundingSettings) -> str | None:
+    """The reason a full set of values cannot hold together, or None.
+
+    The one rule for configure and for run-time changes alike: a change is judged by the values it would leave,
+    so `depth.min_m` 6 is refused while `depth.max_m` is 5, and both can move in one atomic set."""
+    if settings.depth_enabled and settings.depth_min_m >= settings.depth_max_m:
+        return (f"parameters 'depth.min_m', 'depth.max_m': {settings.depth_min_m:g} m is not below "
+                f"{settings.depth_max_m:g} m")
     return None
+
+
+def check_change(node, changed: list) -> str | None:
+    """The reason a run-time change is not allowed, or None: each value by its own rule, then the values the change
+    would leave, together. Read-only is enforced by rclpy itself."""
+    for parameter in changed:
+        rule = next((s for s in SPECS if s.name == parameter.name), None)
+        if rule is not None:
+            try:
+                rule.accept(parameter.value)
+            except ValueError as error:
+                return str(error)
+    values = current_values(node)
+    values.update({parameter.name: parameter.value for parameter in changed if parameter.name in values})
+    return check_together(settings_from(values))

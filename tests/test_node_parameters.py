@@ -11,6 +11,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import Image
 
 from ros_support import Probe, grounding_node, grounding_node_command, ros_domain, small_checkpoint, write_tone
@@ -114,3 +115,45 @@ def test_log_level_debug_can_be_scoped_to_the_nodes_logger(files, scoped):
         assert debug == ours, [line for line in debug if line not in ours][:5]
     else:
         assert len(debug) > len(ours)
+
+
+def answer(future, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert future.done(), "no answer from the node's parameter services"
+    return future.result()
+
+
+def test_a_depth_range_that_configure_refuses_is_refused_at_run_time_too(files, capfd):
+    """`ros2 param set /affordance_grounding depth.min_m 6.0` with depth.max_m 5.0 used to be taken."""
+    contradiction = "parameters 'depth.min_m', 'depth.max_m': 6 m is not below 5 m"
+    with ros_domain() as (context, add):
+        refused = add(grounding_node(context, files["checkpoint"], files["tone"],
+                                     **{"depth.enabled": True, "depth.min_m": 6.0}))
+        assert refused._state_machine.current_state[1] == "unconfigured"
+        assert f"cannot configure: {contradiction}" in capfd.readouterr().err
+    with ros_domain() as (context, add):
+        node = add(grounding_node(context, files["checkpoint"], files["tone"], **{"depth.enabled": True}))
+        probe = add(Probe(context, {}))
+        client = AsyncParameterClient(probe, "/affordance_grounding")
+        assert client.wait_for_services(timeout_sec=10)
+
+        def values_over_the_service() -> list[float]:
+            reply = answer(client.get_parameters(["depth.min_m", "depth.max_m"]))
+            return [value.double_value for value in reply.values]
+
+        result = answer(client.set_parameters([Parameter("depth.min_m", value=6.0)])).results[0]
+        assert not result.successful and result.reason == contradiction
+        result = answer(client.set_parameters([Parameter("depth.max_m", value=0.1)])).results[0]
+        assert not result.successful and result.reason == ("parameters 'depth.min_m', 'depth.max_m': 0.1 m is not "
+                                                           "below 0.1 m")
+        assert values_over_the_service() == [0.1, 5.0]
+        # Both past each other at once: judged by the pair they leave, not one at a time against the old one.
+        result = answer(client.set_parameters_atomically([Parameter("depth.min_m", value=6.0),
+                                                          Parameter("depth.max_m", value=8.0)]))
+        assert result.result.successful, result.result.reason
+        assert values_over_the_service() == [6.0, 8.0]
+        assert (node._targets.settings.min_m, node._targets.settings.max_m) == (6.0, 8.0)
+        assert answer(client.set_parameters([Parameter("depth.min_m", value=7.5)])).results[0].successful
+        assert values_over_the_service() == [7.5, 8.0]
