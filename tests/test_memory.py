@@ -1,5 +1,7 @@
 """avag_ros.memory's allocator policy, checked by what glibc reports of its own mappings (mallinfo2)."""
 import ctypes
+import subprocess
+import sys
 
 from avag_ros.memory import model_blocks_mapped
 
@@ -28,8 +30,17 @@ def allocated_alone(size: int) -> bool:
         LIBC.free(address)
 
 
-def test_large_blocks_get_their_own_mapping_only_while_a_model_loads():
+def check_large_blocks_get_their_own_mapping_only_while_a_model_loads():
     LIBC.free(LIBC.malloc(8 * BLOCK_BYTES))  # freeing a mapped block is what raises glibc's own threshold
     with model_blocks_mapped():
         assert allocated_alone(BLOCK_BYTES)
     assert not allocated_alone(BLOCK_BYTES)  # inference and frames reuse heap blocks, no page faults per frame
+
+
+def test_large_blocks_get_their_own_mapping_only_while_a_model_loads():
+    """In a fresh interpreter: malloc serves a request from a large enough free chunk before it maps anything, so
+    what earlier tests in this process left free would decide the outcome."""
+    done = subprocess.run([sys.executable, "-c", "import test_memory; "
+                           "test_memory.check_large_blocks_get_their_own_mapping_only_while_a_model_loads()"],
+                          cwd=__file__.rsplit("/", 1)[0], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
