@@ -138,13 +138,14 @@ def export_onnx(model: AVAGFormer, out_dir: str | os.PathLike, *, opset: int = D
     """Write the three graphs and their manifest into `out_dir`; returns it. `model` is left on the CPU in fp32
     and eval mode, as exported.
 
-    The files are written into a temporary folder beside `out_dir` and moved in with the manifest last, so a
-    folder with a manifest is always complete.
+    The files are written into a temporary folder beside `out_dir`, removed on any exception (Ctrl-C included).
+    A new `out_dir` is that folder renamed, so it appears whole or not at all; into an existing one the files are
+    moved with the manifest last, so a folder with a manifest is always complete.
     """
     import onnx  # only exporting needs it: the torch backend runs without onnx installed
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     config = model.config
     signatures = graph_signatures(config)
     model = model.float().cpu().eval()
@@ -169,18 +170,23 @@ def export_onnx(model: AVAGFormer, out_dir: str | os.PathLike, *, opset: int = D
         "source": source or {},
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "opset": opset},
     }
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging = scratch / out_dir.name  # made with the umask's mode, unlike mkdtemp's 0o700: it may become out_dir
     try:
+        staging.mkdir()
         for name, (module, example) in examples.items():
             _export_graph(module, example, staging / signatures[name].file, signatures[name], opset)
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
-        for signature in signatures.values():
-            for name in (f"{signature.file}.data", signature.file):
-                os.replace(staging / name, out_dir / name)
-        os.replace(staging / MANIFEST_NAME, out_dir / MANIFEST_NAME)
+        if out_dir.is_dir() and any(out_dir.iterdir()):
+            (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+            for signature in signatures.values():
+                for name in (f"{signature.file}.data", signature.file):
+                    os.replace(staging / name, out_dir / name)
+            os.replace(staging / MANIFEST_NAME, out_dir / MANIFEST_NAME)
+        else:
+            os.replace(staging, out_dir)  # also onto an empty folder
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     return out_dir
 
 

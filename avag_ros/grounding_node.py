@@ -13,11 +13,11 @@ from __future__ import annotations
 import gc
 import math
 import os
-import sys
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future
+from typing import NoReturn
 
 import numpy as np
 import rclpy
@@ -173,8 +173,12 @@ class GroundingNode(LifecycleNode):
         self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics,
                                                     clock=Clock(clock_type=ClockType.STEADY_TIME))
         if self.settings.autostart:
-            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-                self.trigger_activate()
+            try:
+                if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                    self.trigger_activate()
+            except KeyboardInterrupt:  # a Ctrl-C during start-up (avag_ros.shutdown); main() never gets this node
+                self.destroy_node()
+                raise
 
     # parameters ---------------------------------------------------------------------------------------------
     def _validate_parameters(self, changed: list) -> SetParametersResult:
@@ -566,37 +570,42 @@ def create_executor(context=None) -> Executor:
     return EventsExecutor(context=context)
 
 
-def main(args: list[str] | None = None) -> int:
+def main(args: list[str] | None = None) -> NoReturn:
     # rclpy's own signal handlers shut the context down the moment Ctrl-C arrives, while the inference thread
-    # may be publishing a frame into it. Here a signal only asks the loop to end; the node is then taken down in
-    # order, within SHUTDOWN_TIMEOUT_S whatever happens (avag_ros.shutdown). A lifecycle `shutdown` ends it too.
+    # may be publishing a frame into it. Here a signal during start-up interrupts the model load or export (which
+    # cleans up after itself), and once running only asks the loop to end; the node is then taken down in order,
+    # within SHUTDOWN_TIMEOUT_S whatever happens (avag_ros.shutdown). A lifecycle `shutdown` ends it too.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     shutdown = BoundedShutdown("grounding_node", SHUTDOWN_TIMEOUT_S)
-    node = GroundingNode()
-    shutdown.name = node.get_logger().name
-    executor = create_executor()
-    executor.add_node(node)
+    node = executor = None
     try:
+        node = GroundingNode()
+        shutdown.name = node.get_logger().name
+        executor = create_executor()
+        executor.add_node(node)
+        shutdown.running()
         while not shutdown.requested.is_set() and not node.finalized.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.2)
-    except ExternalShutdownException:
-        pass
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass  # KeyboardInterrupt: a signal during start-up, which avag_ros.shutdown turns into one
     finally:
-        shutdown.begin(extra_s=node.stats.longest_model_s())  # the inference thread finishes its frame
+        # the inference thread finishes its frame
+        shutdown.begin(extra_s=node.stats.longest_model_s() if node is not None else 0.0)
         # The executor first: it stops dispatching and detaches its middleware callbacks while every entity still
         # exists, so that nothing the DDS threads go on receiving can reach an entity being destroyed.
-        shutdown.set_step("stopping the executor")
-        executor.shutdown(timeout_sec=SHUTDOWN_TIMEOUT_S)
-        shutdown.set_step("stopping inference and audio")
-        if node._worker is not None:
-            node.on_deactivate(None)
-        shutdown.set_step("destroying the node")
-        node.destroy_node()
+        if executor is not None:
+            shutdown.set_step("stopping the executor")
+            executor.shutdown(timeout_sec=SHUTDOWN_TIMEOUT_S)
+        if node is not None:
+            shutdown.set_step("stopping inference and audio")
+            if node._worker is not None:
+                node.on_deactivate(None)
+            shutdown.set_step("destroying the node")
+            node.destroy_node()
         shutdown.set_step("shutting down the ROS context")
         rclpy.try_shutdown()
-        shutdown.finished()
-    return 0
+    shutdown.exit(0)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
