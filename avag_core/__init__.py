@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = {"PRESETS": "config", "AVAGFormerConfig": "config", "build_model": "build",
-            "AffordancePrediction": "predictor", "AffordancePredictor": "predictor"}
+_EXPORTS = {"PRESETS": "config", "AVAGFormerConfig": "config", "build_model": "checkpoints.build",
+            "AffordancePrediction": "inference.predictor", "AffordancePredictor": "inference.predictor"}
 __all__ = sorted(_EXPORTS)
 
 

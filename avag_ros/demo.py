@@ -34,10 +34,10 @@ from rclpy.parameter import Parameter
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image
 
+from avag_core.checkpoints.weights import load_checkpoint
 from avag_core.data.synthetic import CATEGORIES, SAMPLE_RATE, Scene, render_scene, synthesize_sound
 from avag_core.image import save_png
-from avag_core.metrics import sample_iou
-from avag_core.weights import load_checkpoint
+from avag_core.training.metrics import sample_iou
 
 from .audio_sources import FileSource
 from .conversions import image_to_rgb

@@ -35,8 +35,8 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from avag_core import AffordancePredictor, build_model
 from avag_core.audio import EXAMPLE_SECONDS
-from avag_core.backends import backend_class
 from avag_core.image import overlay
+from avag_core.inference.backends import backend_class
 
 from . import parameters
 from .audio_sources import AudioSource, FileSource, MicrophoneSource, TopicSource

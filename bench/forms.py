@@ -21,7 +21,7 @@ import torch
 
 from avag_core import build_model
 from avag_core.audio import audio_to_model_input
-from avag_core.backends import autocast_for, resolve_device
+from avag_core.inference.backends import autocast_for, resolve_device
 from avag_core.modeling.reference import straightforward_forms
 from timing import median_ms
 

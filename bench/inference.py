@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from avag_core import AffordancePredictor, build_model
-from avag_core.export import export_onnx
-from avag_core.predictor import AudioEmbeddingCache
-from avag_core.quantize import quantize_export
+from avag_core.inference.export import export_onnx
+from avag_core.inference.predictor import AudioEmbeddingCache
+from avag_core.inference.quantize import quantize_export
 from timing import median_ms
 
 CLIP_SECONDS = 4.4

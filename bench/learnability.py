@@ -24,10 +24,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from avag_core import AffordancePredictor
 from avag_core.audio import audio_to_model_input
+from avag_core.checkpoints.weights import load_checkpoint
 from avag_core.data import AffordanceDataset, read_index
 from avag_core.data.dataset import load_log_mel
-from avag_core.evaluation import score_model
-from avag_core.weights import load_checkpoint
+from avag_core.training.evaluation import score_model
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("mIoU_f", "F_f", "mIoU_d", "F_d")

@@ -21,7 +21,7 @@ import numpy as np
 
 from avag_core import AffordancePredictor
 from avag_core.data.synthetic import sample_pairs
-from avag_core.evaluation import score_predictor
+from avag_core.training.evaluation import score_predictor
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CHECKPOINT = REPO / "avag_ros" / "data" / "demo_avagformer_b0.pt"

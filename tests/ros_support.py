@@ -19,7 +19,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from avag_core import build_model
-from avag_core.weights import save_checkpoint
+from avag_core.checkpoints.weights import save_checkpoint
 from avag_ros.conversions import rgb_to_image
 from avag_ros.grounding_node import GroundingNode, create_executor
 

@@ -10,7 +10,7 @@ from avag_core.data import AffordanceDataset, read_index, scan_release
 from avag_core.data.avagd import SEEN_CATEGORIES, UNSEEN_CATEGORIES, category_splits
 from avag_core.data.synthetic import CATEGORIES, render_scene, write_dataset
 from avag_core.data.transforms import apply_joint, training_transform
-from avag_core.metrics import sample_iou
+from avag_core.training.metrics import sample_iou
 
 from conftest import run_script, sample_dir
 

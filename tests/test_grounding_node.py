@@ -10,8 +10,8 @@ from geometry_msgs.msg import PolygonStamped
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 
-from avag_core.build import load_model
-from avag_core.export import export_onnx
+from avag_core.checkpoints.build import load_model
+from avag_core.inference.export import export_onnx
 from ros_support import Probe, grounding_node, grounding_node_command, ros_domain, small_checkpoint, write_tone
 from test_conversions import message as encoded_message
 
@@ -395,7 +395,7 @@ def test_a_matched_camera_that_delivers_nothing_is_reported(files):
 def slow_checkpoint(module_folder):
     """b0 at 256 px: a few hundred ms per frame on the CPU, so a signal almost surely lands mid-inference."""
     from avag_core import build_model
-    from avag_core.weights import save_checkpoint
+    from avag_core.checkpoints.weights import save_checkpoint
     path = module_folder / "b0_256px.pt"
     save_checkpoint(path, build_model("avagformer_b0", image_size=256))
     return path

@@ -13,9 +13,9 @@ from avag_core import build_model
 from avag_core.audio import audio_to_model_input
 from avag_core.data.synthetic import CATEGORIES, SAMPLE_RATE, render_scene, synthesize_sound
 from avag_core.data.transforms import apply_joint, evaluation_transform
-from avag_core.losses import affordance_loss
-from avag_core.metrics import sample_iou
-from avag_core.optim import parameter_groups, recalibrate_batch_norm, set_learning_rate
+from avag_core.training.losses import affordance_loss
+from avag_core.training.metrics import sample_iou
+from avag_core.training.optim import parameter_groups, recalibrate_batch_norm, set_learning_rate
 
 IMAGE_SIZE = 96
 STEPS = 180

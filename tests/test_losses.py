@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avag_core.losses import affordance_loss, dependency_loss, dice_loss, focal_dice, focal_loss
 from avag_core.modeling import AVAGOutput
+from avag_core.training.losses import affordance_loss, dependency_loss, dice_loss, focal_dice, focal_loss
 
 
 def test_dice_hand_computed():

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from avag_core.metrics import AffordanceScores, sample_f_measure, sample_iou
+from avag_core.training.metrics import AffordanceScores, sample_f_measure, sample_iou
 
 
 def mask(rows, cols, size=(4, 4)):

@@ -4,7 +4,7 @@ import torch
 
 from avag_core import AffordancePredictor
 from avag_core.audio import audio_to_model_input
-from avag_core.backends import BACKENDS
+from avag_core.inference.backends import BACKENDS
 
 from conftest import small_model
 

@@ -12,8 +12,8 @@ from sensor_msgs.msg import Image
 
 from avag_core import AffordancePredictor
 from avag_core.data.synthetic import sample_pairs
-from avag_core.evaluation import score_predictor
-from avag_core.export import MANIFEST_NAME, export_onnx
+from avag_core.inference.export import MANIFEST_NAME, export_onnx
+from avag_core.training.evaluation import score_predictor
 from avag_ros.demo import DEMO_CHECKPOINT
 
 from conftest import small_model

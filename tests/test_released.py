@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from avag_core import AffordancePredictor
-from avag_core.build import load_model
-from avag_core.convert_released import main as convert_main
-from avag_core.weights import load_checkpoint, save_checkpoint
+from avag_core.checkpoints.build import load_model
+from avag_core.checkpoints.weights import load_checkpoint, save_checkpoint
+from avag_core.cli.convert_released import main as convert_main
 
 from conftest import REPO, run_script, small_model
 
@@ -99,7 +99,7 @@ def converted_best(released, module_folder):
 
 @pytest.mark.parametrize("name", ["best.pth", "last.pth"])
 def test_both_released_formats_load_directly_and_match_the_released_outputs(released, reference_io, name, caplog):
-    with caplog.at_level(logging.INFO, logger="avag_core.build"):
+    with caplog.at_level(logging.INFO, logger="avag_core.checkpoints.build"):
         model = load_model(released / name, image_size=IMAGE_SIZE)
     assert [r.getMessage() for r in caplog.records if "released AVAGFormer code" in r.getMessage()]
     config = model.config

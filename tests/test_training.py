@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from avag_core.weights import load_checkpoint
+from avag_core.checkpoints.weights import load_checkpoint
 
 from conftest import REPO, run_script
 

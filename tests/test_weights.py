@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from avag_core import AffordancePredictor
+from avag_core.checkpoints.weights import (WeightsMismatchError, load_checkpoint, load_pvt_v2_weights,
+                                           load_vggish_weights, save_checkpoint)
 from avag_core.errors import InputFileNotFoundError
 from avag_core.modeling.backbone import PVTBackbone
 from avag_core.modeling.vggish import VGGish
-from avag_core.weights import (WeightsMismatchError, load_checkpoint, load_pvt_v2_weights, load_vggish_weights,
-                               save_checkpoint)
 
 from conftest import SMALL_IMAGE, small_model
 

@@ -31,10 +31,10 @@ from avag_core import AffordancePredictor
 from avag_core.data import AffordanceDataset, read_index
 from avag_core.data.avagd import DEPENDENCY_SUFFIX, FUNCTION_SUFFIX
 from avag_core.data.dataset import load_mask
-from avag_core.evaluation import score_model
 from avag_core.image import load_image, overlay, save_png
-from avag_core.metrics import AffordanceScores
-from avag_core.progress import progress
+from avag_core.training.evaluation import score_model
+from avag_core.training.metrics import AffordanceScores
+from avag_core.training.progress import progress
 
 SPLIT_FILES = {"seen": "val.csv", "unseen": "unseen.csv"}
 

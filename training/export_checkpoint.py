@@ -11,9 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from avag_core.checkpoints.weights import load_checkpoint, load_state_dict_strictly, save_checkpoint
 from avag_core.config import AVAGFormerConfig
 from avag_core.modeling import AVAGFormer
-from avag_core.weights import load_checkpoint, load_state_dict_strictly, save_checkpoint
 
 KEPT = ("step", "epoch", "train_config", "val")
 

@@ -43,15 +43,15 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torch.utils.tensorboard import SummaryWriter
 
 from avag_core import build_model
-from avag_core.backends import autocast_for, resolve_device
+from avag_core.checkpoints.weights import load_checkpoint, load_state_dict_strictly, save_checkpoint
 from avag_core.data import AffordanceDataset, read_index
-from avag_core.evaluation import score_model
-from avag_core.losses import affordance_loss
-from avag_core.metrics import AffordanceScores
-from avag_core.optim import parameter_groups, recalibrate_batch_norm, set_learning_rate
-from avag_core.progress import progress
-from avag_core.predictor import AudioEmbeddingCache
-from avag_core.weights import load_checkpoint, load_state_dict_strictly, save_checkpoint
+from avag_core.inference.backends import autocast_for, resolve_device
+from avag_core.inference.predictor import AudioEmbeddingCache
+from avag_core.training.evaluation import score_model
+from avag_core.training.losses import affordance_loss
+from avag_core.training.metrics import AffordanceScores
+from avag_core.training.optim import parameter_groups, recalibrate_batch_norm, set_learning_rate
+from avag_core.training.progress import progress
 
 # ----------------------------------------------------------------------------------------------------------------
 config = {

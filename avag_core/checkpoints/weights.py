@@ -14,7 +14,7 @@ import torch
 from timm.models.pvt_v2 import checkpoint_filter_fn
 from torch import nn
 
-from .errors import existing_file
+from ..errors import existing_file
 
 CHECKPOINT_FORMAT = "avag_ros.avagformer"
 CHECKPOINT_VERSION = 2  # 2: the audio encoder's weights are under "audio_encoder." (1: "vggish.")

@@ -35,13 +35,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .audio import EXAMPLE_FRAMES, MEL_BANDS
-from .build import build_model, load_model
-from .config import PRESETS, AVAGFormerConfig
-from .errors import existing_file
-from .image import IMAGENET_MEAN, IMAGENET_STD
-from .modeling import AVAGFormer
-from .modeling.vggish import EMBEDDING_DIM
+from ..audio import EXAMPLE_FRAMES, MEL_BANDS
+from ..checkpoints.build import build_model, load_model
+from ..config import PRESETS, AVAGFormerConfig
+from ..errors import existing_file
+from ..image import IMAGENET_MEAN, IMAGENET_STD
+from ..modeling import AVAGFormer
+from ..modeling.vggish import EMBEDDING_DIM
 
 logger = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ import timm
 import torch
 from timm.models.pvt_v2 import checkpoint_filter_fn
 
-from .config import AVAGFormerConfig
-from .errors import existing_file
-from .modeling.backbone import PVT_V2_VARIANTS
+from ..config import AVAGFormerConfig
+from ..errors import existing_file
+from ..modeling.backbone import PVT_V2_VARIANTS
 from .weights import load_file
 
 RELEASED_SOURCE = "released AVAGFormer"

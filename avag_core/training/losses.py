@@ -6,7 +6,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .modeling import AVAGOutput
+from ..modeling import AVAGOutput
 
 FOCAL_ALPHA = 0.25
 FOCAL_GAMMA = 2.0

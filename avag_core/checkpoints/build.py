@@ -16,8 +16,8 @@ import logging
 import os
 from typing import Any
 
-from .config import PRESETS, AVAGFormerConfig
-from .modeling import AVAGFormer
+from ..config import PRESETS, AVAGFormerConfig
+from ..modeling import AVAGFormer
 from .released import RELEASED_IMAGE_SIZE, convert_state_dict, has_audio_encoder, released_state_dict
 from .weights import checkpoint_payload, load_file, load_pvt_v2_weights, load_state_dict_strictly, load_vggish_weights
 

@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .config import BACKENDS, PRECISION_NAMES, AVAGFormerConfig
+from ..config import BACKENDS, PRECISION_NAMES, AVAGFormerConfig
+from ..modeling import AVAGFormer
 from .export import VISUAL_OUTPUTS, ExportManifest, GraphSignature, Shape, cache_root, graph_signatures, read_manifest
-from .modeling import AVAGFormer
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

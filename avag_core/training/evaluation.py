@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from .data.dataset import load_mask
-from .data.synthetic import SAMPLE_RATE
+from ..data.dataset import load_mask
+from ..data.synthetic import SAMPLE_RATE
+from ..inference.backends import autocast_for
+from ..modeling import AVAGFormer
 from .metrics import AffordanceScores
-from .modeling import AVAGFormer
-from .backends import autocast_for
 
 # Called per sample with (name, function_prob, dependency_prob) at the scored resolution.
 PredictionSink = Callable[[str, torch.Tensor, torch.Tensor], None]

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import load_audio
-from .config import BACKENDS, PRECISION_NAMES, PRESETS
-from .image import load_image, overlay, save_png
-from .predictor import AffordancePrediction, AffordancePredictor
+from ..audio import load_audio
+from ..config import BACKENDS, PRECISION_NAMES, PRESETS
+from ..image import load_image, overlay, save_png
+from ..inference.predictor import AffordancePrediction, AffordancePredictor
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from .modeling import AVAGFormer
+from ..modeling import AVAGFormer
 
 
 def parameter_groups(model: AVAGFormer, final_lr_scale: float) -> list[dict]:

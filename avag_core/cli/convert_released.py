@@ -16,14 +16,15 @@ import sys
 import time
 from pathlib import Path
 
-from .config import AVAGFormerConfig
-from .errors import existing_file
-from .export import file_digest
-from .modeling import AVAGFormer
-from .modeling.vggish import VGGish
-from .released import (RELEASED_IMAGE_SIZE, RELEASED_SOURCE, ReleasedWeights, convert_state_dict, has_audio_encoder,
-                       released_state_dict)
-from .weights import is_checkpoint, load_file, load_state_dict_strictly, load_vggish_weights, save_checkpoint
+from ..checkpoints.released import (RELEASED_IMAGE_SIZE, RELEASED_SOURCE, ReleasedWeights, convert_state_dict,
+                                    has_audio_encoder, released_state_dict)
+from ..checkpoints.weights import (is_checkpoint, load_file, load_state_dict_strictly, load_vggish_weights,
+                                   save_checkpoint)
+from ..config import AVAGFormerConfig
+from ..errors import existing_file
+from ..inference.export import file_digest
+from ..modeling import AVAGFormer
+from ..modeling.vggish import VGGish
 
 
 def build_parser() -> argparse.ArgumentParser:

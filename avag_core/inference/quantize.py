@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import load_audio
-from .data.synthetic import SAMPLE_RATE, sample_pairs
+from ..audio import load_audio
+from ..data.synthetic import SAMPLE_RATE, sample_pairs
+from ..image import load_image
 from .export import MANIFEST_NAME, graph_signatures, read_manifest
-from .image import load_image
 
 CALIBRATION_SEED = 1
 CALIBRATION_SAMPLES = 64

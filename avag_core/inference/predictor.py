@@ -14,13 +14,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import audio_to_model_input
+from ..audio import audio_to_model_input
+from ..checkpoints.build import build_model, load_model
+from ..config import AVAGFormerConfig
+from ..image import IMAGENET_MEAN, IMAGENET_STD, as_rgb
+from ..modeling import AVAGFormer
 from .backends import EXPORTED_BACKENDS, INT8_HELP, InferenceBackend, TorchBackend, backend_class
-from .build import build_model, load_model
-from .config import AVAGFormerConfig
 from .export import export_onnx, exported_checkpoint
-from .image import IMAGENET_MEAN, IMAGENET_STD, as_rgb
-from .modeling import AVAGFormer
 
 logger = logging.getLogger(__name__)
 
