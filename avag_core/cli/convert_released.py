@@ -96,6 +96,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - started:.1f} s")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
