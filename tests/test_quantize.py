@@ -12,7 +12,8 @@ from sensor_msgs.msg import Image
 
 from avag_core import AffordancePredictor
 from avag_core.data.synthetic import sample_pairs
-from avag_core.inference.export import MANIFEST_NAME, export_onnx
+from avag_core.inference.export import export_onnx
+from avag_core.inference.manifest import MANIFEST_NAME
 from avag_core.training.evaluation import score_predictor
 from avag_ros.demo import DEMO_CHECKPOINT
 

@@ -14,20 +14,18 @@ The model is split where the predictor reuses work, so a runtime runs each part 
 The image side runs once per frame whatever the number of sounds, and the audio encoder only on windows the
 predictor has not embedded yet (padding windows once). Each graph keeps its weights in GRAPH.onnx.data beside
 it. avagformer.json holds the model config, the graphs' signatures, the input normalisation, the threshold and
-where the weights came from. With --quantize int8 the folder also gets INT8 graphs for the openvino backend
-(avag_core.quantize), calibrated on --calibration.
+where the weights came from (avag_core.inference.manifest). With --quantize int8 the folder also gets INT8 graphs
+for the openvino backend (avag_core.inference.quantize), calibrated on --calibration.
 """
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,46 +33,17 @@ from torch import nn
 
 from ..audio import EXAMPLE_FRAMES, MEL_BANDS
 from ..checkpoints.build import load_model
-from ..config import AVAGFormerConfig
 from ..errors import existing_file
-from ..image import IMAGENET_MEAN, IMAGENET_STD
 from ..modeling import AVAGFormer
 from ..modeling.vggish import EMBEDDING_DIM
+from .manifest import (EXPORT_FORMAT, MANIFEST_NAME, GraphSignature, cache_root, graph_signatures,
+                       write_manifest)
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "avagformer.json"
-EXPORT_FORMAT = 1
 # GridSample (the deformable sampling) needs opset 16, LayerNormalization 17; 18 is read by onnxruntime,
 # OpenVINO and TensorRT 10 alike.
 DEFAULT_OPSET = 18
-VISUAL_OUTPUTS = ("visual_stride8", "visual_stride16", "visual_stride32")
-# Shapes hold ints, or None for an axis the graph leaves free.
-Shape = tuple[int | None, ...]
-
-
-@dataclass(frozen=True)
-class GraphSignature:
-    file: str
-    inputs: dict[str, Shape]
-    outputs: dict[str, Shape]
-
-
-def graph_signatures(config: AVAGFormerConfig) -> dict[str, GraphSignature]:
-    """What each exported graph takes and returns, derived from the config alone: export writes graphs with
-    these signatures and the runtimes check the files they open against them."""
-    size, channels = config.image_size, config.fpn_dim
-    visual = {name: (1, channels, size // stride, size // stride)
-              for name, stride in zip(VISUAL_OUTPUTS, (8, 16, 32))}
-    logits = (1, 1, size, size)
-    return {
-        "image_encoder": GraphSignature("image_encoder.onnx", {"pixels": (1, 3, size, size)}, visual),
-        "audio_encoder": GraphSignature("audio_encoder.onnx", {"log_mel": (None, 1, EXAMPLE_FRAMES, MEL_BANDS)},
-                                        {"embeddings": (None, EMBEDDING_DIM)}),
-        "head": GraphSignature("head.onnx",
-                               {**visual, "audio_embeddings": (1, config.num_audio_windows, EMBEDDING_DIM)},
-                               {"function_logits": logits, "dependency_logits": logits}),
-    }
 
 
 class ImageEncoderGraph(nn.Module):
@@ -157,21 +126,12 @@ def export_onnx(model: AVAGFormer, out_dir: str | os.PathLike, *, opset: int = D
     examples = {"image_encoder": (ImageEncoderGraph(model).eval(), (pixels,)),
                 "audio_encoder": (model.audio_encoder, (log_mel,)),
                 "head": (HeadGraph(model).eval(), (*visual, embeddings))}
-    manifest = {
-        "format": EXPORT_FORMAT,
-        "config": config.to_dict(),
-        "graphs": {name: {"file": s.file, "inputs": s.inputs, "outputs": s.outputs} for name, s in signatures.items()},
-        "normalisation": {"input": "RGB uint8 resized to image_size x image_size (bilinear, antialiased)",
-                          "mean": [255 * m for m in IMAGENET_MEAN], "std": [255 * s for s in IMAGENET_STD]},
-        "threshold": threshold,
-        "source": source or {},
-        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "opset": opset},
-    }
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         for name, (module, example) in examples.items():
             _export_graph(module, example, staging / signatures[name].file, signatures[name], opset)
-        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_manifest(staging, config, threshold=threshold, source=source or {},
+                       versions={"torch": torch.__version__, "onnx": onnx.__version__, "opset": opset})
         (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
         for signature in signatures.values():
             for name in (f"{signature.file}.data", signature.file):
@@ -180,42 +140,6 @@ def export_onnx(model: AVAGFormer, out_dir: str | os.PathLike, *, opset: int = D
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
-
-
-@dataclass(frozen=True)
-class ExportManifest:
-    folder: Path
-    config: AVAGFormerConfig
-    quantized: dict[str, dict[str, str]]  # precision -> graph -> file (avag_core.quantize)
-
-
-def read_manifest(folder: str | os.PathLike) -> ExportManifest:
-    """An export folder's manifest, checked for what the runtimes rely on."""
-    folder = Path(folder)
-    path = folder / MANIFEST_NAME
-    if not path.is_file():
-        raise ValueError(f"{folder} is not an AVAGFormer export folder: {MANIFEST_NAME} is missing "
-                         "(write one with python -m avag_core.export)")
-    try:
-        manifest = json.loads(path.read_text())
-        if manifest.get("format") != EXPORT_FORMAT:
-            raise ValueError(f"export format {manifest.get('format')!r}, this version reads {EXPORT_FORMAT}")
-        config = AVAGFormerConfig.from_dict(manifest["config"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{path} is not a valid export manifest: {error}") from error
-    quantized = {precision: entry["graphs"] for precision, entry in manifest.get("quantized", {}).items()}
-    files = [s.file for s in graph_signatures(config).values()] + [f for g in quantized.values() for f in g.values()]
-    for file in files:
-        if not (folder / file).is_file():
-            raise ValueError(f"export folder {folder} lacks {file}")
-    return ExportManifest(folder, config, quantized)
-
-
-def cache_root() -> Path:
-    """Where exports of checkpoints are kept: $AVAG_ROS_CACHE_DIR, else $XDG_CACHE_HOME/avag_ros."""
-    if os.environ.get("AVAG_ROS_CACHE_DIR"):
-        return Path(os.environ["AVAG_ROS_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "avag_ros"
 
 
 def exported_checkpoint(checkpoint: str | os.PathLike) -> Path:

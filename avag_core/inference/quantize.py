@@ -16,7 +16,6 @@ is a tenth to a fifth of the time.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -27,7 +26,7 @@ import numpy as np
 from ..audio import load_audio
 from ..data.synthetic import SAMPLE_RATE, sample_pairs
 from ..image import load_image
-from .export import MANIFEST_NAME, graph_signatures, read_manifest
+from .manifest import graph_signatures, read_manifest, record_quantized
 
 CALIBRATION_SEED = 1
 CALIBRATION_SAMPLES = 64
@@ -72,7 +71,6 @@ def quantize_export(folder: str | os.PathLike, calibration: str, count: int = CA
     import openvino as ov
 
     folder = Path(folder)
-    manifest_path = folder / MANIFEST_NAME
     config = read_manifest(folder).config
     pairs = calibration_pairs(calibration, count)
     inputs = calibration_inputs(folder, pairs)
@@ -96,13 +94,9 @@ def quantize_export(folder: str | os.PathLike, calibration: str, count: int = CA
         for leftover in staging.iterdir():
             leftover.unlink()
         staging.rmdir()
-    manifest = json.loads(manifest_path.read_text())
-    manifest["quantized"] = {"int8": {"graphs": graphs, "kept_in_fp32": [g for g in signatures if g not in graphs],
+    record_quantized(folder, "int8", {"graphs": graphs, "kept_in_fp32": [g for g in signatures if g not in graphs],
                                       "calibration": {"source": calibration, "samples": len(pairs),
                                                       "seed": CALIBRATION_SEED if calibration == "synthetic"
                                                       else None},
-                                      "nncf": nncf.__version__}}
-    staged_manifest = folder / f".{MANIFEST_NAME}.tmp"
-    staged_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(staged_manifest, manifest_path)
+                                      "nncf": nncf.__version__})
     return folder
