@@ -22,11 +22,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..audio import load_audio
+from ..config import AVAGFormerConfig
 from ..data.synthetic import SAMPLE_RATE, sample_pairs
 from ..image import load_image
 from .manifest import graph_signatures, read_manifest, record_quantized
+from .preprocessing import prepare_audio, prepare_image
 
 CALIBRATION_SEED = 1
 CALIBRATION_SAMPLES = 64
@@ -52,15 +55,13 @@ def calibration_pairs(source: str, count: int = CALIBRATION_SAMPLES) -> list[tup
     return [(load_image(image), *decoded[i % len(decoded)]) for i, image in enumerate(images[:count])]
 
 
-def calibration_inputs(folder: Path, pairs: list) -> dict[str, list[dict[str, np.ndarray]]]:
+def calibration_inputs(config: AVAGFormerConfig, pairs: list) -> dict[str, list[dict[str, np.ndarray]]]:
     """What each quantized graph receives for each calibration pair, through the predictor's pre-processing."""
-    from .predictor import AffordancePredictor
-
-    fp32 = AffordancePredictor.from_checkpoint(folder, device="cpu", precision="fp32", backend="openvino")
+    cpu = torch.device("cpu")  # where the openvino backend prepares its inputs
     inputs: dict[str, list] = {"image_encoder": [], "audio_encoder": []}
     for image, waveform, rate in pairs:
-        inputs["image_encoder"].append({"pixels": fp32.prepare_image(image).numpy()})
-        inputs["audio_encoder"].append({"log_mel": fp32.prepare_audio(waveform, rate).numpy()})
+        inputs["image_encoder"].append({"pixels": prepare_image(image, config, cpu).numpy()})
+        inputs["audio_encoder"].append({"log_mel": prepare_audio(waveform, rate, config).numpy()})
     return inputs
 
 
@@ -73,7 +74,7 @@ def quantize_export(folder: str | os.PathLike, calibration: str, count: int = CA
     folder = Path(folder)
     config = read_manifest(folder).config
     pairs = calibration_pairs(calibration, count)
-    inputs = calibration_inputs(folder, pairs)
+    inputs = calibration_inputs(config, pairs)
     core = ov.Core()
     graphs = {}
     staging = Path(tempfile.mkdtemp(prefix=".int8.", dir=folder))
