@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 from ..checkpoints.build import build_model, load_model
+from ..checkpoints.weights import file_digest
 from ..config import PRESETS
 from ..inference import export as onnx_export
-from ..inference.export import DEFAULT_OPSET, export_onnx, file_digest
+from ..inference.export import DEFAULT_OPSET, export_onnx
 from ..inference.quantize import quantize_export
 
 

@@ -19,7 +19,6 @@ for the openvino backend (avag_core.inference.quantize), calibrated on --calibra
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -33,6 +32,7 @@ from torch import nn
 
 from ..audio import EXAMPLE_FRAMES, MEL_BANDS
 from ..checkpoints.build import load_model
+from ..checkpoints.weights import file_digest
 from ..errors import existing_file
 from ..modeling import AVAGFormer
 from ..modeling.vggish import EMBEDDING_DIM
@@ -90,14 +90,6 @@ def _export_graph(module: nn.Module, example: tuple[torch.Tensor, ...], path: Pa
     onnx.save_model(onnx.load_model_from_string(buffer.getvalue()), str(path), save_as_external_data=True,
                     all_tensors_to_one_file=True, location=f"{path.name}.data", size_threshold=1024)
     onnx.checker.check_model(str(path), full_check=True)
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_onnx(model: AVAGFormer, out_dir: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
