@@ -20,7 +20,7 @@ from avag_ros.demo import DEMO_CHECKPOINT
 from conftest import small_model
 from ros_support import Probe, grounding_node, ros_domain, write_tone
 
-VAL_SEED = 2  # the calibration draws with seed 1 (avag_core.quantize.CALIBRATION_SEED)
+VAL_SEED = 2  # the calibration draws with seed 1 (avag_core.inference.quantize.CALIBRATION_SEED)
 VAL_PAIRS = 60
 GOALS = {"bf16": 0.5, "int8": 1.5}  # largest drop of mIoU_f and mIoU_d from fp32, in points
 

@@ -65,14 +65,14 @@ class AudioEmbeddingCache:
 
 
 class AffordancePredictor:
-    """Runs an AVAGFormer on raw inputs, through any backend (avag_core.backends).
+    """Runs an AVAGFormer on raw inputs, through any backend (avag_core.inference.backends).
 
     Images are HxWx3 uint8 RGB of any size; HxW / HxWx1 gray and HxWx4 RGBA are converted to RGB (alpha is
     dropped). Audio is a waveform (1-D, or [samples, channels]) at any positive sample rate.
     """
 
     def __init__(self, backend: InferenceBackend | AVAGFormer, threshold: float = 0.5) -> None:
-        """`backend` is what runs the model (avag_core.backends), or a model, which then runs on the torch
+        """`backend` is what runs the model (avag_core.inference.backends), or a model, which then runs on the torch
         backend on the first GPU or the CPU in fp32 (from_model chooses the device, precision and backend)."""
         if isinstance(backend, AVAGFormer):
             backend = TorchBackend(backend)
@@ -110,7 +110,7 @@ class AffordancePredictor:
                         precision: str = "fp32", threshold: float = 0.5,
                         backend: str = "torch") -> "AffordancePredictor":
         """`path` is a `.pt` checkpoint, or for onnxruntime and openvino also an export folder. A checkpoint
-        runs on those after a one-time export into the cache (avag_core.export.exported_checkpoint)."""
+        runs on those after a one-time export into the cache (avag_core.inference.export.exported_checkpoint)."""
         backend_type = backend_class(backend)
         path = Path(path)
         if backend_type is TorchBackend:
