@@ -93,6 +93,6 @@ PRESETS: dict[str, AVAGFormerConfig] = {
                                       query_layers=3, num_queries=100),
 }
 
-# What runs a model (avag_core.backends) and at which precisions.
+# What runs a model (avag_core.inference.backends) and at which precisions.
 BACKENDS = ("torch", "onnxruntime", "openvino")
 PRECISION_NAMES = ("fp32", "fp16", "bf16", "int8")

@@ -3,7 +3,7 @@
     python bench/precision.py [--checkpoint CKPT] [--pairs 300] [--seed 2] [--calibration synthetic] [--json FILE]
 
 The checkpoint (default: the demo's) is exported once and quantized with `--calibration` (its seed is
-avag_core.quantize.CALIBRATION_SEED, 1), then scored on `--pairs` synthetic pairs drawn with `--seed` (2: not
+avag_core.inference.quantize.CALIBRATION_SEED, 1), then scored on `--pairs` synthetic pairs drawn with `--seed` (2: not
 the calibration's) under the released protocol, on every row: torch eager fp32 (the reference), openvino fp32,
 bf16 (where the CPU has it) and int8. Printed per row: mIoU_f, mIoU_d, and the largest probability difference
 from the reference over every pixel of every pair. Goals: bf16 within 0.5 points of fp32, int8 within 1.5.

@@ -18,7 +18,7 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from avag_core import build_model
-from avag_core.weights import save_checkpoint
+from avag_core.checkpoints.weights import save_checkpoint
 from depth_truth import expected_point
 from ros_support import Probe, grounding_node, ros_domain, small_checkpoint, write_tone
 

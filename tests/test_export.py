@@ -12,7 +12,8 @@ import torch
 from avag_core import AffordancePredictor, build_model
 from avag_core.data.synthetic import CATEGORIES, SAMPLE_RATE, render_scene, synthesize_sound
 from avag_core.image import save_png
-from avag_core.inference.export import MANIFEST_NAME, export_onnx, graph_signatures
+from avag_core.inference.export import export_onnx
+from avag_core.inference.manifest import MANIFEST_NAME, graph_signatures
 from avag_ros.demo import DEMO_CHECKPOINT
 
 from conftest import REPO, SMALL_IMAGE, small_model

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from avag_core.export import MANIFEST_NAME
+from avag_core.inference.manifest import MANIFEST_NAME
 from ros_support import Probe, fresh_domain_id, grounding_node_command, ros_domain, small_checkpoint, write_tone
 
 REPEATS = 20  # enough runs to expose a race between the signal, the stream and the teardown

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..config import PRESETS, AVAGFormerConfig
 from ..modeling import AVAGFormer
-from .released import RELEASED_IMAGE_SIZE, convert_state_dict, has_audio_encoder, released_state_dict
+from .released import load_released
 from .weights import checkpoint_payload, load_file, load_pvt_v2_weights, load_state_dict_strictly, load_vggish_weights
 
 logger = logging.getLogger(__name__)
@@ -48,23 +48,18 @@ def build_model(name: str, *, backbone_weights: str | os.PathLike | None = None,
 
 def load_model(checkpoint: str | os.PathLike, **overrides: Any) -> AVAGFormer:
     """The model a checkpoint describes, with its weights: one of ours, or one trained with the authors' released
-    code, converted in memory (avag_core.released). `overrides` replace config fields that do not change the
-    weights (image_size; a released checkpoint does not record it and runs at 512 unless told otherwise)."""
+    code, converted in memory (avag_core.checkpoints.released). `overrides` replace config fields that do not
+    change the weights (image_size; a released checkpoint does not record it and runs at 512 unless told
+    otherwise)."""
     payload = load_file(checkpoint)
-    released = released_state_dict(payload)
-    if released is None:
-        payload = checkpoint_payload(payload, checkpoint)
-        config, state = AVAGFormerConfig.from_dict(payload["config"]), payload["model"]
-    else:
-        weights = convert_state_dict(released, str(checkpoint), overrides.pop("image_size", RELEASED_IMAGE_SIZE))
-        if not has_audio_encoder(weights):
-            raise ValueError(f"{checkpoint} is a released AVAGFormer checkpoint without its vggish.* tensors; "
-                             f"convert it once, adding them: python -m avag_core.convert_released --checkpoint "
-                             f"{checkpoint} --out OUT.pt --vggish-weights vggish-10086976.pth")
+    released = load_released(payload, checkpoint, **overrides)
+    if released is not None:
+        model, weights = released
         logger.info("%s is a checkpoint of the released AVAGFormer code: converted in memory (%s, %d px; %s). "
                     "python -m avag_core.convert_released converts it once.", checkpoint, weights.config.backbone,
                     weights.config.image_size, weights.summary())
-        config, state = weights.config, weights.state_dict
-    model = AVAGFormer(dataclasses.replace(config, **overrides))
-    load_state_dict_strictly(model, state, str(checkpoint))
+        return model
+    payload = checkpoint_payload(payload, checkpoint)
+    model = AVAGFormer(dataclasses.replace(AVAGFormerConfig.from_dict(payload["config"]), **overrides))
+    load_state_dict_strictly(model, payload["model"], str(checkpoint))
     return model

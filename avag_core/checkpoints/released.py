@@ -19,9 +19,11 @@ The released code saves two formats: the best model flat (`model.module.state_di
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -30,8 +32,10 @@ from timm.models.pvt_v2 import checkpoint_filter_fn
 
 from ..config import AVAGFormerConfig
 from ..errors import existing_file
+from ..modeling import AVAGFormer
 from ..modeling.backbone import PVT_V2_VARIANTS
-from .weights import load_file
+from ..modeling.vggish import VGGish
+from .weights import load_state_dict_strictly, load_vggish_weights
 
 RELEASED_SOURCE = "released AVAGFormer"
 # What the released code hard-wires rather than configures (its encoder layer, query generator and head
@@ -116,6 +120,7 @@ class ReleasedWeights:
     state_dict: dict[str, torch.Tensor]
     dropped: dict[str, int] = field(default_factory=dict)  # group -> tensors dropped
     dropped_values: int = 0
+    vggish_file: Path | None = None  # where the audio encoder came from, for a file saved without it
 
     def summary(self) -> str:
         groups = ", ".join(f"{count} {group}" for group, count in self.dropped.items())
@@ -242,13 +247,30 @@ def convert_state_dict(state: dict[str, torch.Tensor], source: str,
     return ReleasedWeights(config, mapped, dropped, dropped_values)
 
 
-def read_released(path: str | os.PathLike, image_size: int = RELEASED_IMAGE_SIZE) -> ReleasedWeights:
-    """Load and map a released checkpoint file; ValueError if it is none."""
-    path = existing_file(path, "checkpoint")
-    state = released_state_dict(load_file(path))
+def load_released(payload: Any, source: str | os.PathLike, vggish_weights: str | os.PathLike | None = None,
+                  **overrides: Any) -> tuple[AVAGFormer, ReleasedWeights] | None:
+    """The model a loaded file of the released code describes, with its weights, and what the mapping kept and
+    dropped; None if `payload` is no released checkpoint. A file saved without the frozen VGGish takes it from
+    `vggish_weights` (the torchvggish release file), which is otherwise not read. `overrides` replace config
+    fields that do not change the weights; the file does not record the image size: RELEASED_IMAGE_SIZE unless
+    `image_size` is given."""
+    state = released_state_dict(payload)
     if state is None:
-        raise ValueError(f"{path} is not a checkpoint of the released AVAGFormer code")
-    return convert_state_dict(state, str(path), image_size)
+        return None
+    weights = convert_state_dict(state, str(source), overrides.get("image_size", RELEASED_IMAGE_SIZE))
+    if not has_audio_encoder(weights):
+        if vggish_weights is None:
+            raise ValueError(f"{source} is a released AVAGFormer checkpoint without its vggish.* tensors (saved "
+                             f"without the frozen VGGish); convert it once, adding the torchvggish release file: "
+                             f"python -m avag_core.convert_released --checkpoint {source} --out OUT.pt "
+                             f"--vggish-weights vggish-10086976.pth")
+        vggish = VGGish()
+        load_vggish_weights(vggish, existing_file(vggish_weights, "VGGish weights"))
+        weights.state_dict.update({f"audio_encoder.{k}": v for k, v in vggish.state_dict().items()})
+        weights.vggish_file = Path(vggish_weights)
+    model = AVAGFormer(dataclasses.replace(weights.config, **overrides))
+    load_state_dict_strictly(model, weights.state_dict, str(source))
+    return model, weights
 
 
 def has_audio_encoder(weights: ReleasedWeights) -> bool:

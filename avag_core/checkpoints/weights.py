@@ -5,6 +5,7 @@ temporary file in the same folder and renamed over the target, so a crash never 
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -100,6 +101,16 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's content: what exports and conversions record as their source, and the export
+    cache's key."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def is_checkpoint(payload: Any) -> bool:

@@ -16,15 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..checkpoints.released import (RELEASED_IMAGE_SIZE, RELEASED_SOURCE, ReleasedWeights, convert_state_dict,
-                                    has_audio_encoder, released_state_dict)
-from ..checkpoints.weights import (is_checkpoint, load_file, load_state_dict_strictly, load_vggish_weights,
-                                   save_checkpoint)
+from ..checkpoints.released import RELEASED_IMAGE_SIZE, RELEASED_SOURCE, load_released
+from ..checkpoints.weights import file_digest, is_checkpoint, load_file, save_checkpoint
 from ..config import AVAGFormerConfig
-from ..errors import existing_file
-from ..inference.export import file_digest
-from ..modeling import AVAGFormer
-from ..modeling.vggish import VGGish
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,12 +45,6 @@ def not_released_reason(payload: object, path: Path) -> str:
     return f"{path} is not a checkpoint of the released AVAGFormer code (no backbone.*, head.* tensors)"
 
 
-def add_vggish(weights: ReleasedWeights, path: Path) -> None:
-    vggish = VGGish()
-    load_vggish_weights(vggish, path)
-    weights.state_dict.update({f"audio_encoder.{k}": v for k, v in vggish.state_dict().items()})
-
-
 def describe(config: AVAGFormerConfig) -> str:
     defaults = AVAGFormerConfig().to_dict()
     fields = config.to_dict()
@@ -69,24 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         payload = load_file(args.checkpoint)
-        state = released_state_dict(payload)
-        if state is None:
+        released = load_released(payload, args.checkpoint, args.vggish_weights, image_size=args.image_size)
+        if released is None:
             raise ValueError(not_released_reason(payload, args.checkpoint))
-        weights = convert_state_dict(state, str(args.checkpoint), args.image_size)
+        model, weights = released
         source = {"kind": RELEASED_SOURCE, "file": str(args.checkpoint.resolve()),
                   "sha256": file_digest(args.checkpoint), "dropped": weights.dropped}
-        if has_audio_encoder(weights):
-            if args.vggish_weights:
-                print(f"note: {args.checkpoint} holds its own vggish.* tensors; --vggish-weights is not used")
+        if weights.vggish_file:
+            source["vggish_weights"] = {"file": str(weights.vggish_file.resolve()),
+                                        "sha256": file_digest(weights.vggish_file)}
         elif args.vggish_weights:
-            add_vggish(weights, existing_file(args.vggish_weights, "VGGish weights"))
-            source["vggish_weights"] = {"file": str(args.vggish_weights.resolve()),
-                                        "sha256": file_digest(args.vggish_weights)}
-        else:
-            raise ValueError(f"{args.checkpoint} has no vggish.* tensors (saved without the frozen VGGish): "
-                             "add --vggish-weights vggish-10086976.pth, the torchvggish release file")
-        model = AVAGFormer(weights.config)
-        load_state_dict_strictly(model, weights.state_dict, str(args.checkpoint))
+            print(f"note: {args.checkpoint} holds its own vggish.* tensors; --vggish-weights is not used")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -96,6 +77,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - started:.1f} s")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -70,6 +70,3 @@ def main(argv: list[str] | None = None) -> int:
           f"dependency region: {100 * prediction.dependency_mask.mean():.2f}%; wrote {args.out}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,7 @@
 | backend     | runs                                  | devices (`device`)                          |
 |-------------|---------------------------------------|---------------------------------------------|
 | torch       | the PyTorch model, eager              | auto, cpu, cuda, cuda:N                     |
-| onnxruntime | the exported graphs (avag_core.export)| auto, cpu, cuda, cuda:N (TensorRT, then CUDA) |
+| onnxruntime | the exported graphs (inference.export) | auto, cpu, cuda, cuda:N (TensorRT, then CUDA) |
 | openvino    | the exported graphs                   | auto, cpu, gpu (an Intel GPU)               |
 
 Every backend takes and returns torch tensors, so the predictor's pre- and post-processing is one piece of code
@@ -23,7 +23,8 @@ import torch
 
 from ..config import BACKENDS, PRECISION_NAMES, AVAGFormerConfig
 from ..modeling import AVAGFormer
-from .export import VISUAL_OUTPUTS, ExportManifest, GraphSignature, Shape, cache_root, graph_signatures, read_manifest
+from .manifest import (VISUAL_OUTPUTS, ExportManifest, GraphSignature, Shape, cache_root, graph_signatures,
+                       read_manifest)
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

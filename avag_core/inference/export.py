@@ -14,69 +14,36 @@ The model is split where the predictor reuses work, so a runtime runs each part 
 The image side runs once per frame whatever the number of sounds, and the audio encoder only on windows the
 predictor has not embedded yet (padding windows once). Each graph keeps its weights in GRAPH.onnx.data beside
 it. avagformer.json holds the model config, the graphs' signatures, the input normalisation, the threshold and
-where the weights came from. With --quantize int8 the folder also gets INT8 graphs for the openvino backend
-(avag_core.quantize), calibrated on --calibration.
+where the weights came from (avag_core.inference.manifest). With --quantize int8 the folder also gets INT8 graphs
+for the openvino backend (avag_core.inference.quantize), calibrated on --calibration.
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
 import io
-import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..audio import EXAMPLE_FRAMES, MEL_BANDS
-from ..checkpoints.build import build_model, load_model
-from ..config import PRESETS, AVAGFormerConfig
+from ..checkpoints.build import load_model
+from ..checkpoints.weights import file_digest
 from ..errors import existing_file
-from ..image import IMAGENET_MEAN, IMAGENET_STD
 from ..modeling import AVAGFormer
 from ..modeling.vggish import EMBEDDING_DIM
+from .manifest import (EXPORT_FORMAT, MANIFEST_NAME, GraphSignature, cache_root, graph_signatures,
+                       write_manifest)
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "avagformer.json"
-EXPORT_FORMAT = 1
 # GridSample (the deformable sampling) needs opset 16, LayerNormalization 17; 18 is read by onnxruntime,
 # OpenVINO and TensorRT 10 alike.
 DEFAULT_OPSET = 18
-VISUAL_OUTPUTS = ("visual_stride8", "visual_stride16", "visual_stride32")
-# Shapes hold ints, or None for an axis the graph leaves free.
-Shape = tuple[int | None, ...]
-
-
-@dataclass(frozen=True)
-class GraphSignature:
-    file: str
-    inputs: dict[str, Shape]
-    outputs: dict[str, Shape]
-
-
-def graph_signatures(config: AVAGFormerConfig) -> dict[str, GraphSignature]:
-    """What each exported graph takes and returns, derived from the config alone: export writes graphs with
-    these signatures and the runtimes check the files they open against them."""
-    size, channels = config.image_size, config.fpn_dim
-    visual = {name: (1, channels, size // stride, size // stride)
-              for name, stride in zip(VISUAL_OUTPUTS, (8, 16, 32))}
-    logits = (1, 1, size, size)
-    return {
-        "image_encoder": GraphSignature("image_encoder.onnx", {"pixels": (1, 3, size, size)}, visual),
-        "audio_encoder": GraphSignature("audio_encoder.onnx", {"log_mel": (None, 1, EXAMPLE_FRAMES, MEL_BANDS)},
-                                        {"embeddings": (None, EMBEDDING_DIM)}),
-        "head": GraphSignature("head.onnx",
-                               {**visual, "audio_embeddings": (1, config.num_audio_windows, EMBEDDING_DIM)},
-                               {"function_logits": logits, "dependency_logits": logits}),
-    }
 
 
 class ImageEncoderGraph(nn.Module):
@@ -125,14 +92,6 @@ def _export_graph(module: nn.Module, example: tuple[torch.Tensor, ...], path: Pa
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def file_digest(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def export_onnx(model: AVAGFormer, out_dir: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
                 threshold: float = 0.5, source: dict | None = None) -> Path:
     """Write the three graphs and their manifest into `out_dir`; returns it. `model` is left on the CPU in fp32
@@ -160,23 +119,14 @@ def export_onnx(model: AVAGFormer, out_dir: str | os.PathLike, *, opset: int = D
     examples = {"image_encoder": (ImageEncoderGraph(model).eval(), (pixels,)),
                 "audio_encoder": (model.audio_encoder, (log_mel,)),
                 "head": (HeadGraph(model).eval(), (*visual, embeddings))}
-    manifest = {
-        "format": EXPORT_FORMAT,
-        "config": config.to_dict(),
-        "graphs": {name: {"file": s.file, "inputs": s.inputs, "outputs": s.outputs} for name, s in signatures.items()},
-        "normalisation": {"input": "RGB uint8 resized to image_size x image_size (bilinear, antialiased)",
-                          "mean": [255 * m for m in IMAGENET_MEAN], "std": [255 * s for s in IMAGENET_STD]},
-        "threshold": threshold,
-        "source": source or {},
-        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "opset": opset},
-    }
     scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     staging = scratch / out_dir.name  # made with the umask's mode, unlike mkdtemp's 0o700: it may become out_dir
     try:
         staging.mkdir()
         for name, (module, example) in examples.items():
             _export_graph(module, example, staging / signatures[name].file, signatures[name], opset)
-        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_manifest(staging, config, threshold=threshold, source=source or {},
+                       versions={"torch": torch.__version__, "onnx": onnx.__version__, "opset": opset})
         if out_dir.is_dir() and any(out_dir.iterdir()):
             (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
             for signature in signatures.values():
@@ -190,42 +140,6 @@ def export_onnx(model: AVAGFormer, out_dir: str | os.PathLike, *, opset: int = D
     return out_dir
 
 
-@dataclass(frozen=True)
-class ExportManifest:
-    folder: Path
-    config: AVAGFormerConfig
-    quantized: dict[str, dict[str, str]]  # precision -> graph -> file (avag_core.quantize)
-
-
-def read_manifest(folder: str | os.PathLike) -> ExportManifest:
-    """An export folder's manifest, checked for what the runtimes rely on."""
-    folder = Path(folder)
-    path = folder / MANIFEST_NAME
-    if not path.is_file():
-        raise ValueError(f"{folder} is not an AVAGFormer export folder: {MANIFEST_NAME} is missing "
-                         "(write one with python -m avag_core.export)")
-    try:
-        manifest = json.loads(path.read_text())
-        if manifest.get("format") != EXPORT_FORMAT:
-            raise ValueError(f"export format {manifest.get('format')!r}, this version reads {EXPORT_FORMAT}")
-        config = AVAGFormerConfig.from_dict(manifest["config"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{path} is not a valid export manifest: {error}") from error
-    quantized = {precision: entry["graphs"] for precision, entry in manifest.get("quantized", {}).items()}
-    files = [s.file for s in graph_signatures(config).values()] + [f for g in quantized.values() for f in g.values()]
-    for file in files:
-        if not (folder / file).is_file():
-            raise ValueError(f"export folder {folder} lacks {file}")
-    return ExportManifest(folder, config, quantized)
-
-
-def cache_root() -> Path:
-    """Where exports of checkpoints are kept: $AVAG_ROS_CACHE_DIR, else $XDG_CACHE_HOME/avag_ros."""
-    if os.environ.get("AVAG_ROS_CACHE_DIR"):
-        return Path(os.environ["AVAG_ROS_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "avag_ros"
-
-
 def exported_checkpoint(checkpoint: str | os.PathLike) -> Path:
     """The export folder of a `.pt` checkpoint, made on first use and reused after: the cache key is the file's
     content (not its name or time), so a retrained checkpoint at the same path is exported again."""
@@ -237,54 +151,3 @@ def exported_checkpoint(checkpoint: str | os.PathLike) -> Path:
         export_onnx(load_model(checkpoint), folder,
                     source={"checkpoint": str(checkpoint.resolve()), "sha256": digest})
     return folder
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m avag_core.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="trained AVAGFormer checkpoint (.pt)")
-    source.add_argument("--model", choices=sorted(PRESETS), help="preset with RANDOM weights (benchmarks only)")
-    parser.add_argument("--out", required=True, help="export folder (created if missing)")
-    parser.add_argument("--image-size", type=int, help="input size baked into the graphs (default: the model's)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    parser.add_argument("--threshold", type=float, default=0.5, help="mask threshold recorded in the manifest")
-    parser.add_argument("--quantize", choices=["int8"], help="also write INT8 graphs for the openvino backend")
-    parser.add_argument("--calibration", help="with --quantize: a folder of images and clips like the robot's, or "
-                                              "'synthetic' (weights trained on the synthetic task only)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if bool(args.quantize) != bool(args.calibration):
-        parser.error("--quantize and --calibration go together")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        overrides = {"image_size": args.image_size} if args.image_size else {}
-        if args.checkpoint:
-            model = load_model(args.checkpoint, **overrides)
-            source = {"checkpoint": str(Path(args.checkpoint).resolve()), "sha256": file_digest(args.checkpoint)}
-        else:
-            model = build_model(args.model, **overrides)
-            source = {"preset": args.model, "weights": "random"}
-        if args.opset < 17:
-            raise ValueError(f"opset {args.opset} is too old: the graphs need opset 17 or newer")
-        folder = export_onnx(model, args.out, opset=args.opset, threshold=args.threshold, source=source)
-        if args.quantize:
-            from .quantize import quantize_export  # needs nncf, which only quantizing does
-
-            quantize_export(folder, args.calibration)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    weights = {".onnx": lambda p: p.with_name(p.name + ".data"), ".xml": lambda p: p.with_suffix(".bin")}
-    sizes = {p.name: (p.stat().st_size + weights[p.suffix](p).stat().st_size) / 2**20
-             for p in sorted([*folder.glob("*.onnx"), *folder.glob("*.xml")])}
-    print(f"wrote {folder}: " + ", ".join(f"{name} ({mib:.1f} MiB)" for name, mib in sizes.items()))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,13 +14,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..audio import audio_to_model_input
 from ..checkpoints.build import build_model, load_model
 from ..config import AVAGFormerConfig
-from ..image import IMAGENET_MEAN, IMAGENET_STD, as_rgb
 from ..modeling import AVAGFormer
 from .backends import EXPORTED_BACKENDS, INT8_HELP, InferenceBackend, TorchBackend, backend_class
 from .export import export_onnx, exported_checkpoint
+from .preprocessing import prepare_audio, prepare_image
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +65,14 @@ class AudioEmbeddingCache:
 
 
 class AffordancePredictor:
-    """Runs an AVAGFormer on raw inputs, through any backend (avag_core.backends).
+    """Runs an AVAGFormer on raw inputs, through any backend (avag_core.inference.backends).
 
     Images are HxWx3 uint8 RGB of any size; HxW / HxWx1 gray and HxWx4 RGBA are converted to RGB (alpha is
     dropped). Audio is a waveform (1-D, or [samples, channels]) at any positive sample rate.
     """
 
     def __init__(self, backend: InferenceBackend | AVAGFormer, threshold: float = 0.5) -> None:
-        """`backend` is what runs the model (avag_core.backends), or a model, which then runs on the torch
+        """`backend` is what runs the model (avag_core.inference.backends), or a model, which then runs on the torch
         backend on the first GPU or the CPU in fp32 (from_model chooses the device, precision and backend)."""
         if isinstance(backend, AVAGFormer):
             backend = TorchBackend(backend)
@@ -86,9 +85,6 @@ class AffordancePredictor:
         self.backend = backend
         self.threshold = threshold
         self.audio_cache = AudioEmbeddingCache()
-        mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255
-        std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255
-        self._normalise = (mean, std)
 
     @property
     def config(self) -> AVAGFormerConfig:
@@ -114,7 +110,7 @@ class AffordancePredictor:
                         precision: str = "fp32", threshold: float = 0.5,
                         backend: str = "torch") -> "AffordancePredictor":
         """`path` is a `.pt` checkpoint, or for onnxruntime and openvino also an export folder. A checkpoint
-        runs on those after a one-time export into the cache (avag_core.export.exported_checkpoint)."""
+        runs on those after a one-time export into the cache (avag_core.inference.export.exported_checkpoint)."""
         backend_type = backend_class(backend)
         path = Path(path)
         if backend_type is TorchBackend:
@@ -139,17 +135,12 @@ class AffordancePredictor:
         return cls.from_model(model, device, precision, threshold, backend)
 
     def prepare_image(self, image: np.ndarray) -> torch.Tensor:
-        """-> [1, 3, S, S] normalised, resized (aspect ratio not kept, as in training) to the model's size."""
-        rgb = torch.from_numpy(as_rgb(image)).to(self.device)
-        x = rgb.permute(2, 0, 1)[None].float()
-        size = self.config.image_size
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        mean, std = self._normalise
-        return (x - mean) / std
+        """-> [1, 3, S, S] normalised on the backend's device (avag_core.inference.preprocessing)."""
+        return prepare_image(image, self.config, self.device)
 
     def prepare_audio(self, audio: np.ndarray | torch.Tensor, sample_rate: float) -> torch.Tensor:
         """-> [T, 1, 96, 64] log-mel windows on the CPU, by the same rule as training."""
-        return audio_to_model_input(audio, sample_rate, self.config.num_audio_windows)
+        return prepare_audio(audio, sample_rate, self.config)
 
     def _to_prediction(self, logits: torch.Tensor, height: int, width: int) -> np.ndarray:
         resized = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)

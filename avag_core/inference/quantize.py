@@ -16,18 +16,20 @@ is a tenth to a fifth of the time.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..audio import load_audio
+from ..config import AVAGFormerConfig
 from ..data.synthetic import SAMPLE_RATE, sample_pairs
 from ..image import load_image
-from .export import MANIFEST_NAME, graph_signatures, read_manifest
+from .manifest import graph_signatures, read_manifest, record_quantized
+from .preprocessing import prepare_audio, prepare_image
 
 CALIBRATION_SEED = 1
 CALIBRATION_SAMPLES = 64
@@ -53,15 +55,13 @@ def calibration_pairs(source: str, count: int = CALIBRATION_SAMPLES) -> list[tup
     return [(load_image(image), *decoded[i % len(decoded)]) for i, image in enumerate(images[:count])]
 
 
-def calibration_inputs(folder: Path, pairs: list) -> dict[str, list[dict[str, np.ndarray]]]:
+def calibration_inputs(config: AVAGFormerConfig, pairs: list) -> dict[str, list[dict[str, np.ndarray]]]:
     """What each quantized graph receives for each calibration pair, through the predictor's pre-processing."""
-    from .predictor import AffordancePredictor
-
-    fp32 = AffordancePredictor.from_checkpoint(folder, device="cpu", precision="fp32", backend="openvino")
+    cpu = torch.device("cpu")  # where the openvino backend prepares its inputs
     inputs: dict[str, list] = {"image_encoder": [], "audio_encoder": []}
     for image, waveform, rate in pairs:
-        inputs["image_encoder"].append({"pixels": fp32.prepare_image(image).numpy()})
-        inputs["audio_encoder"].append({"log_mel": fp32.prepare_audio(waveform, rate).numpy()})
+        inputs["image_encoder"].append({"pixels": prepare_image(image, config, cpu).numpy()})
+        inputs["audio_encoder"].append({"log_mel": prepare_audio(waveform, rate, config).numpy()})
     return inputs
 
 
@@ -72,10 +72,9 @@ def quantize_export(folder: str | os.PathLike, calibration: str, count: int = CA
     import openvino as ov
 
     folder = Path(folder)
-    manifest_path = folder / MANIFEST_NAME
     config = read_manifest(folder).config
     pairs = calibration_pairs(calibration, count)
-    inputs = calibration_inputs(folder, pairs)
+    inputs = calibration_inputs(config, pairs)
     core = ov.Core()
     graphs = {}
     staging = Path(tempfile.mkdtemp(prefix=".int8.", dir=folder))
@@ -96,13 +95,9 @@ def quantize_export(folder: str | os.PathLike, calibration: str, count: int = CA
         for leftover in staging.iterdir():
             leftover.unlink()
         staging.rmdir()
-    manifest = json.loads(manifest_path.read_text())
-    manifest["quantized"] = {"int8": {"graphs": graphs, "kept_in_fp32": [g for g in signatures if g not in graphs],
+    record_quantized(folder, "int8", {"graphs": graphs, "kept_in_fp32": [g for g in signatures if g not in graphs],
                                       "calibration": {"source": calibration, "samples": len(pairs),
                                                       "seed": CALIBRATION_SEED if calibration == "synthetic"
                                                       else None},
-                                      "nncf": nncf.__version__}}
-    staged_manifest = folder / f".{MANIFEST_NAME}.tmp"
-    staged_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(staged_manifest, manifest_path)
+                                      "nncf": nncf.__version__})
     return folder
