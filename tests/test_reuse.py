@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
 from avag_core import AffordancePredictor
@@ -198,7 +199,7 @@ def test_node_diagnostics_report_reuse_on_a_still_stream(module_folder):
     frame = np.random.default_rng(7).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     with ros_domain() as (context, add):
         # a long max_age_s: on a busy machine one frame may take longer than the default
-        add(grounding_node(context, checkpoint, tone, **{"reuse.max_age_s": 600.0}))
+        node = add(grounding_node(context, checkpoint, tone, **{"reuse.max_age_s": 600.0}))
         probe = add(Probe(context, {"affordance/function_mask": Image, "/diagnostics": DiagnosticArray}))
         assert probe.wait_for("affordance/function_mask", 4, publish=lambda: probe.publish_rgb(frame))
         masks = probe.count("affordance/function_mask")
@@ -209,3 +210,7 @@ def test_node_diagnostics_report_reuse_on_a_still_stream(module_folder):
         # every mask but the first keyframe's came from reuse; frames decided since can only add reuses
         assert float(values["reuse_ratio"]) >= (masks - 1) / masks - 0.01
         assert values["view_change"] == "0.00" and math.isfinite(float(values["keyframe_age_s"]))
+        assert node.set_parameters([Parameter("reuse.max_change", value=0.0)])[0].successful  # off at run time
+        masks = probe.count("affordance/function_mask")
+        assert probe.wait_for("affordance/function_mask", masks + 2, publish=lambda: probe.publish_rgb(frame))
+        assert not node.predictor.view_reuse.last_reused
