@@ -1,7 +1,7 @@
 """The demo: the grounding node hears two objects in turn and segments the one it hears. No GPU, camera,
 microphone or download.
 
-    python -m avag_ros.demo [--out demo_output] [--seconds 40] [--checkpoint CKPT]
+    python -m avag_ros.demo [--out demo_output] [--seconds 40] [--checkpoint CKPT] [--no-reuse]
 
 1. Weights: `avag_ros/data/demo_avagformer_b0.pt`, an avagformer_b0 trained from scratch by `training/train.py`
    on the synthetic task (how, and its scores, in `avag_ros/data/demo_avagformer_b0.md`). Not AVAGD weights:
