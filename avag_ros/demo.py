@@ -1,7 +1,7 @@
 """The demo: the grounding node hears two objects in turn and segments the one it hears. No GPU, camera,
 microphone or download.
 
-    python -m avag_ros.demo [--out demo_output] [--seconds 40] [--checkpoint CKPT]
+    python -m avag_ros.demo [--out demo_output] [--seconds 40] [--checkpoint CKPT] [--no-reuse]
 
 1. Weights: `avag_ros/data/demo_avagformer_b0.pt`, an avagformer_b0 trained from scratch by `training/train.py`
    on the synthetic task (how, and its scores, in `avag_ros/data/demo_avagformer_b0.md`). Not AVAGD weights:
@@ -166,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segment-s", type=float, default=10.0, help="how long each object sounds in turn")
     parser.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT, help="weights to run")
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--no-reuse", action="store_true",
+                        help="run the image side on every frame (reuse.max_change 0), to compare with reuse")
     args = parser.parse_args(argv)
     if args.segment_s <= SETTLE_S:
         parser.error(f"--segment-s must exceed {SETTLE_S:g} s, the time a mask needs to follow a new sound")
@@ -194,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     grounding = GroundingNode(parameter_overrides=[
         Parameter("checkpoint", value=str(args.checkpoint)), Parameter("audio.source", value="file"),
         Parameter("audio.file", value=str(clip)), Parameter("audio.window_s", value=AUDIO_WINDOW_S),
-        Parameter("max_rate_hz", value=0.0), Parameter("depth.enabled", value=True)])
+        Parameter("max_rate_hz", value=0.0), Parameter("depth.enabled", value=True),
+        *([Parameter("reuse.max_change", value=0.0)] if args.no_reuse else [])])
     if not isinstance(grounding.audio_source, FileSource):
         print("error: the grounding node did not configure (see its log above)", file=sys.stderr)
         grounding.destroy_node()

@@ -37,6 +37,7 @@ from avag_core import AffordancePredictor, build_model
 from avag_core.audio import EXAMPLE_SECONDS
 from avag_core.image import overlay
 from avag_core.inference.backends import backend_class
+from avag_core.inference.view_reuse import ViewReuse
 
 from . import parameters
 from .audio_sources import AudioSource, FileSource, MicrophoneSource, TopicSource
@@ -191,6 +192,8 @@ class GroundingNode(LifecycleNode):
         self.settings = parameters.read(self)
         if self.predictor is not None:
             self.predictor.threshold = self.settings.threshold
+            self.predictor.view_reuse.max_change = self.settings.reuse_max_change
+            self.predictor.view_reuse.max_age_s = self.settings.reuse_max_age_s
         if self._targets is not None:
             self._targets.settings = depth_settings(self.settings)
 
@@ -242,6 +245,7 @@ class GroundingNode(LifecycleNode):
                       f": {error}")
             self.predictor = None
             return TransitionCallbackReturn.FAILURE
+        self.predictor.view_reuse = ViewReuse(settings.reuse_max_change, settings.reuse_max_age_s, STATS_WINDOW_S)
         self._create_entities(settings)
         return_freed_memory()  # what loading the checkpoint allocated on the way
         log.info(f"configured: model {self._model_description} on {self.predictor.backend.description} "
@@ -518,6 +522,8 @@ class GroundingNode(LifecycleNode):
             "audio_health": audio_health, "audio_level_db": audio_level,
             "sound_event_active": self._sound_event_now(),
         })
+        if self.predictor is not None:
+            values.update(self.predictor.view_reuse.diagnostics())
         if state == "unconfigured":
             level, message = DiagnosticStatus.ERROR, "not configured (see the log for the reason)"
         elif state == "active" and image_publishers > 0 and waited_s > SILENT_CAMERA_S:

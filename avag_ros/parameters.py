@@ -115,6 +115,11 @@ SPECS = (
          range=(1, 1_000_000)),
     Spec("depth.erode_px", 3, "The mask is eroded by this many pixels before its depth is read, so that depth at "
          "object edges, which often belongs to the background, is left out.", range=(0, 50)),
+    Spec("reuse.max_change", 0.15, "A frame whose view differs from the last keyframe's by less than this keeps the "
+         "keyframe's image features and runs only the audio and the mask head: mean absolute difference, in grey "
+         "levels (0-255), of the two frames shrunk to 32x24 grey. 0 turns reuse off.", range=(0.0, 255.0)),
+    Spec("reuse.max_age_s", 2.0, "Longest a keyframe's image features are reused; 0 turns reuse off.",
+         range=(0.0, 3600.0)),
 )
 
 
@@ -192,6 +197,8 @@ class GroundingSettings:
     depth_max_m: float
     depth_max_cloud_points: int
     depth_erode_px: int
+    reuse_max_change: float
+    reuse_max_age_s: float
 
 
 def declare(node) -> dict[str, str]:

@@ -20,6 +20,7 @@ from ..modeling import AVAGFormer
 from .backends import EXPORTED_BACKENDS, INT8_HELP, InferenceBackend, TorchBackend, backend_class
 from .export import export_onnx, exported_checkpoint
 from .preprocessing import prepare_audio, prepare_image
+from .view_reuse import ViewReuse
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class AffordancePredictor:
         self.backend = backend
         self.threshold = threshold
         self.audio_cache = AudioEmbeddingCache()
+        self.view_reuse: ViewReuse | None = None  # None: every frame runs the image side (see image_maps)
 
     @property
     def config(self) -> AVAGFormerConfig:
@@ -157,13 +159,21 @@ class AffordancePredictor:
             raise ValueError(f"got {len(audios)} audio clips but {len(rates)} sample rates")
         windows = [self.prepare_audio(a, r) for a, r in zip(audios, rates)]
         height, width = np.asarray(image).shape[:2]
-        pixels = self.prepare_image(image)
+        maps = self.image_maps(image)
         embeddings = torch.stack([self.audio_cache.embed(self.backend.embed_audio, w) for w in windows])
-        function_logits, dependency_logits = self.backend.decode(self.backend.encode_image(pixels), embeddings)
+        function_logits, dependency_logits = self.backend.decode(maps, embeddings)
         function_prob = self._to_prediction(function_logits, height, width)
         dependency_prob = self._to_prediction(dependency_logits, height, width)
         return [AffordancePrediction(f, d, f > self.threshold, d > self.threshold)
                 for f, d in zip(function_prob, dependency_prob)]
+
+    def image_maps(self, image: np.ndarray) -> list[torch.Tensor]:
+        """The image side's FPN maps for `image`: the kept keyframe's while `view_reuse` judges the view unchanged
+        (avag_core.inference.view_reuse), else computed."""
+        def encode() -> list[torch.Tensor]:
+            return self.backend.encode_image(self.prepare_image(image))
+
+        return encode() if self.view_reuse is None else self.view_reuse.maps_for(image, encode)
 
     def predict(self, image: np.ndarray, audio: np.ndarray | torch.Tensor,
                 sample_rate: float) -> AffordancePrediction:

@@ -1,0 +1,110 @@
+"""Image-feature reuse while the view holds still.
+
+The image side (backbone, deformable encoder, FPN) is most of a frame's cost, yet a camera watching a table sees
+the same view for seconds while the sound changes. The image side's outputs are kept with a fingerprint of the
+keyframe's view: the frame shrunk to 32x24 grey, each cell the mean of its block, so that per-pixel sensor noise
+averages out while a moving object still shifts whole cells. A frame whose fingerprint differs from the keyframe's
+by less than `max_change` (mean absolute difference, in grey levels 0..255), of the same size and within
+`max_age_s` of the keyframe, is decoded from the kept outputs; any other frame becomes the next keyframe.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+
+from ..image import as_rgb
+
+FINGERPRINT_SIZE = (32, 24)  # width, height, as cv2 takes it
+DEFAULT_WINDOW_S = 10.0
+
+
+def view_fingerprint(image: np.ndarray) -> np.ndarray:
+    """An image the predictor accepts -> 24x32 float32 grey levels (0..255), each the mean of its block."""
+    grey = cv2.cvtColor(as_rgb(image), cv2.COLOR_RGB2GRAY)
+    # float before shrinking: cv2 rounds a uint8 average back to whole grey levels, which hides small changes
+    return cv2.resize(grey.astype(np.float32), FINGERPRINT_SIZE, interpolation=cv2.INTER_AREA)
+
+
+def view_change(fingerprint: np.ndarray, reference: np.ndarray) -> float:
+    """Mean absolute difference of two fingerprints, in grey levels."""
+    return float(np.mean(np.abs(fingerprint - reference)))
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    fingerprint: np.ndarray
+    size: tuple[int, int]  # height, width of the frame
+    maps: list[torch.Tensor]  # the image side's FPN maps
+    taken_at: float  # on the ViewReuse's clock
+
+
+class ViewReuse:
+    """Keeps the last keyframe's image-side outputs and decides, frame by frame, whether they stand for the new one.
+
+    `max_change` and `max_age_s` may be changed at any time (the node's run-time parameters); either at 0 turns
+    reuse off. `maps_for` runs on the inference thread, `diagnostics` on any other.
+    """
+
+    def __init__(self, max_change: float, max_age_s: float, window_s: float = DEFAULT_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if max_change < 0 or max_age_s < 0:
+            raise ValueError(f"max_change and max_age_s must be >= 0 (0 turns reuse off), got {max_change} and "
+                             f"{max_age_s}")
+        self.max_change = max_change
+        self.max_age_s = max_age_s
+        self.window_s = window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._keyframe: Keyframe | None = None
+        self._decisions: deque[tuple[float, bool]] = deque()  # (when, reused) over the last window_s
+        self.last_change = math.nan  # vs the keyframe; NaN while there is none of this frame's size
+        self.last_reused = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_change > 0 and self.max_age_s > 0
+
+    def maps_for(self, image: np.ndarray, encode: Callable[[], list[torch.Tensor]]) -> list[torch.Tensor]:
+        """The kept keyframe's maps if `image` shows its view, else `encode()`'s, kept as the new keyframe."""
+        now = self._clock()
+        if not self.enabled:
+            self._keyframe = None
+            self._decide(now, math.nan, False)
+            return encode()
+        fingerprint = view_fingerprint(image)
+        size = np.asarray(image).shape[:2]
+        keyframe = self._keyframe
+        comparable = keyframe is not None and keyframe.size == size
+        change = view_change(fingerprint, keyframe.fingerprint) if comparable else math.nan
+        reused = comparable and change < self.max_change and now - keyframe.taken_at < self.max_age_s
+        self._decide(now, change, reused)
+        if reused:
+            return keyframe.maps
+        maps = encode()
+        self._keyframe = Keyframe(fingerprint, size, maps, now)
+        return maps
+
+    def _decide(self, now: float, change: float, reused: bool) -> None:
+        with self._lock:
+            self.last_change, self.last_reused = change, reused
+            self._decisions.append((now, reused))
+            while self._decisions and self._decisions[0][0] < now - self.window_s:
+                self._decisions.popleft()
+
+    def diagnostics(self) -> dict[str, float]:
+        """Share of frames reused over the last window_s, the keyframe's age in seconds and the last change."""
+        now = self._clock()
+        with self._lock:
+            recent = [reused for when, reused in self._decisions if when >= now - self.window_s]
+            keyframe = self._keyframe
+            return {"reuse_ratio": sum(recent) / len(recent) if recent else 0.0,
+                    "keyframe_age_s": now - keyframe.taken_at if keyframe is not None else math.nan,
+                    "view_change": self.last_change}

@@ -1,0 +1,216 @@
+"""Image-feature reuse (avag_core.inference.view_reuse): which frames reuse the keyframe's image side, and that reusing changes
+the cost only. The truth is full inference by a predictor without reuse on the same backend."""
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+
+from avag_core import AffordancePredictor
+from avag_core.data.synthetic import render_scene
+from avag_core.inference.view_reuse import ViewReuse, view_change, view_fingerprint
+from avag_ros.parameters import spec
+from conftest import small_model
+from ros_support import Probe, grounding_node, ros_domain, small_checkpoint, write_tone
+
+DEFAULT_MAX_CHANGE = spec("reuse.max_change").default
+DEFAULT_MAX_AGE_S = spec("reuse.max_age_s").default
+SAMPLE_RATE = 16000
+NOISE_SIGMA = 3.0  # grey levels per pixel and channel: a still camera's sensor noise, on the high side
+CAMERA_SIZE = (640, 480)  # width, height
+MOVE_PX = 16  # an object pushed by 2.5 % of the frame's width
+
+
+class SteppedClock:
+    """The time the reuse decision reads, moved on by the test, so that a slow machine cannot age a keyframe."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def camera_frame(view: np.ndarray, rng: np.random.Generator, sigma: float = NOISE_SIGMA) -> np.ndarray:
+    """One noisy exposure of `view`, which is the noise-free scene."""
+    return np.clip(view + rng.normal(0.0, sigma, view.shape), 0, 255).astype(np.uint8)
+
+
+def moved_object(view: np.ndarray, object_mask: np.ndarray, dx: int) -> np.ndarray:
+    """`view` with the object under `object_mask` pushed `dx` pixels to the right (the part it uncovers keeps the
+    object's old pixels, which makes the change smaller than a real move's)."""
+    moved = view.copy()
+    ys, xs = np.nonzero(object_mask)
+    inside = xs + dx < view.shape[1]
+    moved[ys[inside], xs[inside] + dx] = view[ys[inside], xs[inside]]
+    return moved
+
+
+def sounds(count: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(0.0, 0.1, SAMPLE_RATE).astype(np.float32) for _ in range(count)]
+
+
+def with_reuse(predictor: AffordancePredictor, clock: SteppedClock, max_change: float = DEFAULT_MAX_CHANGE,
+               max_age_s: float = DEFAULT_MAX_AGE_S) -> AffordancePredictor:
+    reusing = AffordancePredictor(predictor.backend)
+    reusing.view_reuse = ViewReuse(max_change, max_age_s, clock=clock)
+    return reusing
+
+
+def assert_same_prediction(prediction, truth) -> None:
+    for field in ("function_prob", "dependency_prob", "function_mask", "dependency_mask"):
+        assert np.array_equal(getattr(prediction, field), getattr(truth, field)), field
+
+
+@dataclass
+class View:
+    image: np.ndarray  # noise-free, at CAMERA_SIZE
+    object_masks: list[np.ndarray]
+
+
+@pytest.fixture(scope="module")
+def scenes() -> list[View]:
+    rng = np.random.default_rng(5)
+    views = []
+    for scene in (render_scene(rng, size=320), render_scene(rng, size=320)):
+        masks = [cv2.resize(m.astype(np.uint8), CAMERA_SIZE, interpolation=cv2.INTER_NEAREST).astype(bool)
+                 for m in scene.object_masks]
+        views.append(View(cv2.resize(scene.image, CAMERA_SIZE, interpolation=cv2.INTER_AREA), masks))
+    return views
+
+
+@pytest.fixture(scope="module", params=["torch", "onnxruntime"])
+def full_inference(request):
+    """A predictor without reuse; its backend is shared with the reusing predictor under test."""
+    return AffordancePredictor.from_model(small_model().eval(), "cpu", backend=request.param)
+
+
+def test_a_still_stream_reuses_and_its_masks_equal_full_inference_on_the_keyframe(scenes, full_inference):
+    rng, clock = np.random.default_rng(1), SteppedClock()
+    predictor = with_reuse(full_inference, clock)
+    view = scenes[0].image
+    frames, clips = [camera_frame(view, rng) for _ in range(5)], sounds(5)
+    reused, noise_shows = [], False
+    for frame, clip in zip(frames, clips):
+        prediction = predictor.predict(frame, clip, SAMPLE_RATE)
+        reused.append(predictor.view_reuse.last_reused)
+        assert_same_prediction(prediction, full_inference.predict(frames[0], clip, SAMPLE_RATE))
+        own = full_inference.predict(frame, clip, SAMPLE_RATE)
+        noise_shows |= not np.array_equal(own.function_prob, prediction.function_prob)
+        clock.now += 0.2
+    assert reused == [False, True, True, True, True]
+    assert noise_shows, "the noise never changed full inference, so equality above would not show reuse"
+
+
+def test_an_object_moved_in_view_makes_the_next_frame_a_keyframe(scenes, tiny_model):
+    rng, clock = np.random.default_rng(2), SteppedClock()
+    full_inference = AffordancePredictor(tiny_model)
+    predictor = with_reuse(full_inference, clock)
+    scene = scenes[0]
+    clip = sounds(1)[0]
+    predictor.predict(camera_frame(scene.image, rng), clip, SAMPLE_RATE)
+    for object_mask in scene.object_masks:
+        moved = camera_frame(moved_object(scene.image, object_mask, MOVE_PX), rng)
+        prediction = predictor.predict(moved, clip, SAMPLE_RATE)
+        assert not predictor.view_reuse.last_reused, f"change {predictor.view_reuse.last_change:.3f}"
+        assert_same_prediction(prediction, full_inference.predict(moved, clip, SAMPLE_RATE))
+        predictor.predict(camera_frame(scene.image, rng), clip, SAMPLE_RATE)  # back where it was
+        assert not predictor.view_reuse.last_reused
+
+
+def test_a_view_jumping_between_two_scenes_keeps_its_accuracy(scenes, tiny_model):
+    rng, clock = np.random.default_rng(3), SteppedClock()
+    full_inference = AffordancePredictor(tiny_model)
+    predictor = with_reuse(full_inference, clock)
+    for index, clip in enumerate(sounds(6)):
+        frame = camera_frame(scenes[index % 2].image, rng)
+        prediction = predictor.predict(frame, clip, SAMPLE_RATE)
+        assert not predictor.view_reuse.last_reused
+        assert_same_prediction(prediction, full_inference.predict(frame, clip, SAMPLE_RATE))
+        clock.now += 0.1
+
+
+def test_a_stale_keyframe_or_a_new_frame_size_is_recomputed(scenes, tiny_model):
+    rng, clock = np.random.default_rng(4), SteppedClock()
+    full_inference = AffordancePredictor(tiny_model)
+    predictor = with_reuse(full_inference, clock, max_age_s=2.0)
+    view, clip = scenes[0].image, sounds(1)[0]
+    predictor.predict(camera_frame(view, rng), clip, SAMPLE_RATE)
+    clock.now = 1.9
+    predictor.predict(camera_frame(view, rng), clip, SAMPLE_RATE)
+    assert predictor.view_reuse.last_reused
+    clock.now = 2.0
+    predictor.predict(camera_frame(view, rng), clip, SAMPLE_RATE)
+    assert not predictor.view_reuse.last_reused
+    smaller = camera_frame(view[:240], rng)
+    prediction = predictor.predict(smaller, clip, SAMPLE_RATE)
+    assert not predictor.view_reuse.last_reused and math.isnan(predictor.view_reuse.last_change)
+    assert prediction.function_mask.shape == (240, 640)
+    assert_same_prediction(prediction, full_inference.predict(smaller, clip, SAMPLE_RATE))
+
+
+@pytest.mark.parametrize("max_change, max_age_s", [(0.0, DEFAULT_MAX_AGE_S), (DEFAULT_MAX_CHANGE, 0.0)])
+def test_zero_turns_reuse_off(scenes, tiny_model, max_change, max_age_s):
+    rng, clock = np.random.default_rng(5), SteppedClock()
+    predictor = with_reuse(AffordancePredictor(tiny_model), clock, max_change, max_age_s)
+    for _ in range(3):
+        predictor.predict(camera_frame(scenes[0].image, rng), sounds(1)[0], SAMPLE_RATE)
+        assert not predictor.view_reuse.last_reused
+    assert predictor.view_reuse.diagnostics()["reuse_ratio"] == 0.0
+
+
+def test_diagnostics_count_decisions_over_their_window():
+    clock = SteppedClock()
+    reuse = ViewReuse(DEFAULT_MAX_CHANGE, 100.0, window_s=10.0, clock=clock)
+    view = np.full((48, 64, 3), 128, np.uint8)
+    computed = []
+    for _ in range(4):  # one keyframe, three reuses
+        reuse.maps_for(view, lambda: computed.append(1) or ["maps"])
+        clock.now += 1.0
+    assert len(computed) == 1
+    assert reuse.diagnostics() == {"reuse_ratio": 0.75, "keyframe_age_s": 4.0, "view_change": 0.0}
+    clock.now = 12.5  # only the last frame, a reuse, is within the window
+    assert reuse.diagnostics()["reuse_ratio"] == 1.0
+
+
+@pytest.mark.parametrize("sigma, noise_share", [(2.0, 0.6), (3.0, 0.85)])
+def test_the_default_max_change_lies_between_sensor_noise_and_a_moved_object(scenes, sigma, noise_share):
+    """The noise of two exposures stays under the default, every object pushed by 2.5 % of the width goes over it."""
+    rng = np.random.default_rng(6)
+    for scene in scenes:
+        view = scene.image
+        noise = [view_change(view_fingerprint(camera_frame(view, rng, sigma)),
+                             view_fingerprint(camera_frame(view, rng, sigma))) for _ in range(5)]
+        assert max(noise) < DEFAULT_MAX_CHANGE * noise_share
+        for mask in scene.object_masks:
+            moved = camera_frame(moved_object(view, mask, MOVE_PX), rng, sigma)
+            assert view_change(view_fingerprint(moved), view_fingerprint(camera_frame(view, rng, sigma))) \
+                > DEFAULT_MAX_CHANGE
+
+
+def test_node_diagnostics_report_reuse_on_a_still_stream(module_folder):
+    checkpoint = small_checkpoint(module_folder / "b0_64px.pt")
+    tone = write_tone(module_folder / "tone.wav")
+    frame = np.random.default_rng(7).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    with ros_domain() as (context, add):
+        # a long max_age_s: on a busy machine one frame may take longer than the default
+        node = add(grounding_node(context, checkpoint, tone, **{"reuse.max_age_s": 600.0}))
+        probe = add(Probe(context, {"affordance/function_mask": Image, "/diagnostics": DiagnosticArray}))
+        assert probe.wait_for("affordance/function_mask", 4, publish=lambda: probe.publish_rgb(frame))
+        masks = probe.count("affordance/function_mask")
+        count = probe.count("/diagnostics")
+        assert probe.wait_for("/diagnostics", count + 1, timeout=5)  # published after those masks were decided
+        status = probe.received["/diagnostics"][-1].status[0]
+        values = {kv.key: kv.value for kv in status.values}
+        # every mask but the first keyframe's came from reuse; frames decided since can only add reuses
+        assert float(values["reuse_ratio"]) >= (masks - 1) / masks - 0.01
+        assert values["view_change"] == "0.00" and math.isfinite(float(values["keyframe_age_s"]))
+        assert node.set_parameters([Parameter("reuse.max_change", value=0.0)])[0].successful  # off at run time
+        masks = probe.count("affordance/function_mask")
+        assert probe.wait_for("affordance/function_mask", masks + 2, publish=lambda: probe.publish_rgb(frame))
+        assert not node.predictor.view_reuse.last_reused
