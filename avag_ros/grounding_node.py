@@ -7,6 +7,8 @@ A lifecycle node: configure loads the model and the audio source and creates the
 activate starts the audio and the inference loop, deactivate stops them, cleanup destroys the entities and frees
 the model. With `autostart` (default) it configures and activates itself. Inference runs on the newest image
 only, in its own thread, and only while a sound event is active; image callbacks never wait for the model.
+Its jobs live beside it: inference_loop (slot and per-frame pipeline), outputs (publishers and messages),
+model_loading, audio_setup, diagnostics, statistics, qos, fastdds and executors.
 """
 from __future__ import annotations
 
