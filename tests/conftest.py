@@ -31,8 +31,8 @@ def small_model(**overrides) -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def module_folder(tmp_path_factory, request):
-    """Files shared by one test module, removed when the module is done. A checkpoint is about 316 MB (VGGish
-    alone is 288 MB), so keeping every module's files to the end of the run filled CI's disk."""
+    """Files shared by one test module, removed when the module is done. A checkpoint with VGGish is about 316 MB
+    (VGGish alone is 288 MB), so keeping every module's files to the end of the run filled CI's disk."""
     folder = tmp_path_factory.mktemp(request.module.__name__.removeprefix("test_"))
     yield folder
     shutil.rmtree(folder, ignore_errors=True)

@@ -394,11 +394,7 @@ def test_a_matched_camera_that_delivers_nothing_is_reported(files):
 @pytest.fixture(scope="module")
 def slow_checkpoint(module_folder):
     """b0 at 256 px: a few hundred ms per frame on the CPU, so a signal almost surely lands mid-inference."""
-    from avag_core import build_model
-    from avag_core.weights import save_checkpoint
-    path = module_folder / "b0_256px.pt"
-    save_checkpoint(path, build_model("avagformer_b0", image_size=256))
-    return path
+    return small_checkpoint(module_folder / "b0_256px.pt", image_size=256)
 
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "lifecycle shutdown"])
