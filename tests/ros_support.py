@@ -124,11 +124,20 @@ class Probe(Node):
 
     def wait_for(self, topic, count=1, timeout=30.0, publish=None, period=0.2) -> bool:
         """Wait until `count` messages arrived on `topic`, calling `publish()` every `period` meanwhile."""
+        return self.wait_until(lambda: self.count(topic) >= count, timeout, publish, period)
+
+    def first(self, topic, condition):
+        """The first message received on `topic` that meets `condition`, or None."""
+        with self._lock:
+            return next((msg for msg in self.received[topic] if condition(msg)), None)
+
+    def wait_until(self, done, timeout=30.0, publish=None, period=0.2) -> bool:
+        """Wait until `done()` holds, calling `publish()` every `period` meanwhile."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.count(topic) >= count:
+            if done():
                 return True
             if publish is not None:
                 publish()
             time.sleep(period)
-        return self.count(topic) >= count
+        return done()
