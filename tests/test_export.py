@@ -46,7 +46,7 @@ def assert_same_predictions(reference, candidate, threshold=0.5):
         assert np.array_equal(expected.function_mask[decided], got.function_mask[decided])
 
 
-@pytest.fixture(scope="module", params=["avagformer_b0", "avagformer_b5"])
+@pytest.fixture(scope="module", params=["avagformer_b0", pytest.param("avagformer_b5", marks=pytest.mark.slow)])
 def random_export(request, module_folder):
     torch.manual_seed(0)
     model = build_model(request.param, image_size=256).eval()

@@ -46,6 +46,7 @@ def reference():
     return pairs, scores.result()
 
 
+@pytest.mark.slow  # int8 calibration
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_low_precision_stays_within_its_accuracy_goal(quantized, reference, precision):
     if precision == "bf16" and not cpu_has_bf16():
@@ -58,6 +59,7 @@ def test_low_precision_stays_within_its_accuracy_goal(quantized, reference, prec
     assert result["mIoU_f"] > 50  # the goal means something only for a model that works
 
 
+@pytest.mark.slow  # int8 calibration
 def test_the_manifest_records_the_int8_graphs_and_their_calibration(quantized):
     entry = json.loads((quantized / MANIFEST_NAME).read_text())["quantized"]["int8"]
     assert entry["graphs"] == {"image_encoder": "image_encoder.int8.xml", "audio_encoder": "audio_encoder.int8.xml"}
@@ -102,6 +104,7 @@ def test_export_refuses_quantize_without_calibration_and_a_calibration_folder_wi
     assert result.returncode == 2 and "needs images" in result.stderr and "it has 1 and 0" in result.stderr
 
 
+@pytest.mark.slow  # int8 calibration
 def test_the_node_runs_int8_from_a_quantized_export(quantized, tmp_path):
     with ros_domain() as (context, add):
         node = add(grounding_node(context, quantized, write_tone(tmp_path / "tone.wav"), backend="openvino",

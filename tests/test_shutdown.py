@@ -35,6 +35,7 @@ def malformed(rng, jpeg: bytes) -> bytes:
     return b""
 
 
+@pytest.mark.slow  # 20 node starts and stops
 def test_compressed_node_stops_cleanly_under_a_stream_every_time(files, tmp_path):
     """SIGINT and SIGTERM in turn, each at a random moment of a 15 Hz stream of JPEG frames and malformed ones:
     every exit within 5 s, code 0, no ERROR line and no traceback. Each node has its own namespace, so that the
