@@ -16,6 +16,8 @@ SAMPLE_DIR = REPO.parent / "shared" / "data" / "avagd-sample"
 
 # Small enough for CPU tests: b0 backbone at 64x64, so the head runs at 8x8, 4x4 and 2x2.
 SMALL_IMAGE = 64
+# For tests not about VGGish: the light audio encoder, 41 MB of model where VGGish alone is 288 MB to export.
+LIGHT_AUDIO = {"audio_encoder": "log_mel_cnn", "freeze_audio_encoder": False}
 
 
 def sample_dir() -> Path:

@@ -15,7 +15,7 @@ from avag_core.export import MANIFEST_NAME, export_onnx, graph_signatures
 from avag_core.image import save_png
 from avag_ros.demo import DEMO_CHECKPOINT
 
-from conftest import REPO, SMALL_IMAGE, small_model
+from conftest import LIGHT_AUDIO, REPO, SMALL_IMAGE, small_model
 
 EXPORTED = ("onnxruntime", "openvino")
 # What "the same model" means across backends: probabilities within 1e-4 in fp32, and identical masks wherever
@@ -103,7 +103,7 @@ def test_manifest_describes_the_graphs(random_export):
 
 
 def test_export_leaves_the_model_as_it_was(tmp_path):
-    model = small_model().eval()
+    model = small_model(**LIGHT_AUDIO).eval()
     pixels = torch.randn(1, 3, SMALL_IMAGE, SMALL_IMAGE)
     with torch.no_grad():
         before = model.encode_image(pixels)
@@ -116,7 +116,7 @@ def test_export_leaves_the_model_as_it_was(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_export(module_folder):
-    return export_onnx(small_model(), module_folder / "small")
+    return export_onnx(small_model(**LIGHT_AUDIO), module_folder / "small")
 
 
 def copy_export(folder, target):
