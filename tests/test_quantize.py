@@ -16,7 +16,7 @@ from avag_core.evaluation import score_predictor
 from avag_core.export import MANIFEST_NAME, export_onnx
 from avag_ros.demo import DEMO_CHECKPOINT
 
-from conftest import small_model
+from conftest import LIGHT_AUDIO, small_model
 from ros_support import Probe, grounding_node, ros_domain, write_tone
 
 VAL_SEED = 2  # the calibration draws with seed 1 (avag_core.quantize.CALIBRATION_SEED)
@@ -70,7 +70,7 @@ def test_the_manifest_records_the_int8_graphs_and_their_calibration(quantized):
 
 
 def test_bf16_runs_where_the_cpu_has_it_and_is_refused_naming_it_where_not(tmp_path):
-    folder = export_onnx(small_model(), tmp_path / "export")
+    folder = export_onnx(small_model(**LIGHT_AUDIO), tmp_path / "export")
     if cpu_has_bf16():
         predictor = AffordancePredictor.from_checkpoint(folder, device="cpu", precision="bf16", backend="openvino")
         assert predictor.backend.target[1]["INFERENCE_PRECISION_HINT"] == "bf16"
@@ -80,7 +80,7 @@ def test_bf16_runs_where_the_cpu_has_it_and_is_refused_naming_it_where_not(tmp_p
 
 
 def test_int8_without_quantized_graphs_is_refused_naming_the_export_command(tmp_path):
-    folder = export_onnx(small_model(), tmp_path / "export")
+    folder = export_onnx(small_model(**LIGHT_AUDIO), tmp_path / "export")
     with pytest.raises(ValueError, match="has no int8 graphs.*--quantize int8"):
         AffordancePredictor.from_checkpoint(folder, device="cpu", precision="int8", backend="openvino")
     with pytest.raises(ValueError, match="is a checkpoint.*--quantize int8"):
