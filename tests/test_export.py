@@ -197,6 +197,7 @@ def test_missing_runtime_package_is_a_clear_error(small_export, module):
     assert f"pip install {module}" in result.stderr
 
 
+@pytest.mark.slow  # two interpreters, a VGGish export and its checks
 def test_export_cli_writes_checked_graphs_and_predict_cli_runs_them(tmp_path):
     out = tmp_path / "export"
     result = subprocess.run([sys.executable, "-m", "avag_core.export", "--model", "avagformer_b0",
