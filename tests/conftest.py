@@ -16,6 +16,8 @@ SAMPLE_DIR = REPO.parent / "shared" / "data" / "avagd-sample"
 
 # Small enough for CPU tests: b0 backbone at 64x64, so the head runs at 8x8, 4x4 and 2x2.
 SMALL_IMAGE = 64
+# For tests not about VGGish: the light audio encoder, 41 MB of model where VGGish alone is 288 MB to export.
+LIGHT_AUDIO = {"audio_encoder": "log_mel_cnn", "freeze_audio_encoder": False}
 
 
 def sample_dir() -> Path:
@@ -31,8 +33,8 @@ def small_model(**overrides) -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def module_folder(tmp_path_factory, request):
-    """Files shared by one test module, removed when the module is done. A checkpoint is about 316 MB (VGGish
-    alone is 288 MB), so keeping every module's files to the end of the run filled CI's disk."""
+    """Files shared by one test module, removed when the module is done. A checkpoint with VGGish is about 316 MB
+    (VGGish alone is 288 MB), so keeping every module's files to the end of the run filled CI's disk."""
     folder = tmp_path_factory.mktemp(request.module.__name__.removeprefix("test_"))
     yield folder
     shutil.rmtree(folder, ignore_errors=True)

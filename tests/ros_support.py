@@ -71,9 +71,11 @@ def write_tone(path, seconds=3.0, rate=16000, amplitude=0.3):
     return path
 
 
-def small_checkpoint(path):
-    """A random b0 at 64x64: fast enough for CPU tests (the node loads it like any trained checkpoint)."""
-    save_checkpoint(path, build_model("avagformer_b0", image_size=64))
+def small_checkpoint(path, image_size=64):
+    """A random b0 at 64x64: fast enough for CPU tests (the node loads it like any trained checkpoint). The light
+    audio encoder keeps the file at ~41 MB where VGGish alone is 288 MB; no node test is about VGGish."""
+    save_checkpoint(path, build_model("avagformer_b0", image_size=image_size, audio_encoder="log_mel_cnn",
+                                      freeze_audio_encoder=False))
     return path
 
 
@@ -122,11 +124,20 @@ class Probe(Node):
 
     def wait_for(self, topic, count=1, timeout=30.0, publish=None, period=0.2) -> bool:
         """Wait until `count` messages arrived on `topic`, calling `publish()` every `period` meanwhile."""
+        return self.wait_until(lambda: self.count(topic) >= count, timeout, publish, period)
+
+    def first(self, topic, condition):
+        """The first message received on `topic` that meets `condition`, or None."""
+        with self._lock:
+            return next((msg for msg in self.received[topic] if condition(msg)), None)
+
+    def wait_until(self, done, timeout=30.0, publish=None, period=0.2) -> bool:
+        """Wait until `done()` holds, calling `publish()` every `period` meanwhile."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.count(topic) >= count:
+            if done():
                 return True
             if publish is not None:
                 publish()
             time.sleep(period)
-        return self.count(topic) >= count
+        return done()

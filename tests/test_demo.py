@@ -6,6 +6,7 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
 from avag_ros.demo import demo_scene
 from avag_ros.parameters import spec
@@ -16,6 +17,7 @@ from ros_support import fresh_domain_id
 SEED = 3
 
 
+@pytest.mark.slow  # 30 s of demo in real time, plus a node's start
 def test_demo_masks_follow_the_sound(tmp_path):
     out = tmp_path / "demo"
     env = {**os.environ, "ROS_DOMAIN_ID": str(fresh_domain_id())}

@@ -285,6 +285,7 @@ def slow_checkpoint(module_folder):
     return path
 
 
+@pytest.mark.slow  # the b5 preset: seconds per frame
 def test_a_slow_model_gets_3d_for_every_frame_from_a_60_hz_depth_stream(files, slow_checkpoint):
     """An RGB-D camera's 60 Hz depth, its colour at 6 Hz with the stamps of every tenth depth image. By the time a
     frame's inference ends, dozens of depth images have come after its own."""

@@ -4,7 +4,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # two node processes for most of a minute
 
 
 def test_short_endurance_run_meets_its_goals(tmp_path):

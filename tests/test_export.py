@@ -16,7 +16,7 @@ from avag_core.inference.export import export_onnx
 from avag_core.inference.manifest import MANIFEST_NAME, graph_signatures
 from avag_ros.demo import DEMO_CHECKPOINT
 
-from conftest import REPO, SMALL_IMAGE, small_model
+from conftest import LIGHT_AUDIO, REPO, SMALL_IMAGE, small_model
 
 EXPORTED = ("onnxruntime", "openvino")
 # What "the same model" means across backends: probabilities within 1e-4 in fp32, and identical masks wherever
@@ -47,7 +47,7 @@ def assert_same_predictions(reference, candidate, threshold=0.5):
         assert np.array_equal(expected.function_mask[decided], got.function_mask[decided])
 
 
-@pytest.fixture(scope="module", params=["avagformer_b0", "avagformer_b5"])
+@pytest.fixture(scope="module", params=["avagformer_b0", pytest.param("avagformer_b5", marks=pytest.mark.slow)])
 def random_export(request, module_folder):
     torch.manual_seed(0)
     model = build_model(request.param, image_size=256).eval()
@@ -104,7 +104,7 @@ def test_manifest_describes_the_graphs(random_export):
 
 
 def test_export_leaves_the_model_as_it_was(tmp_path):
-    model = small_model().eval()
+    model = small_model(**LIGHT_AUDIO).eval()
     pixels = torch.randn(1, 3, SMALL_IMAGE, SMALL_IMAGE)
     with torch.no_grad():
         before = model.encode_image(pixels)
@@ -117,7 +117,7 @@ def test_export_leaves_the_model_as_it_was(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_export(module_folder):
-    return export_onnx(small_model(), module_folder / "small")
+    return export_onnx(small_model(**LIGHT_AUDIO), module_folder / "small")
 
 
 def copy_export(folder, target):
@@ -198,6 +198,7 @@ def test_missing_runtime_package_is_a_clear_error(small_export, module):
     assert f"pip install {module}" in result.stderr
 
 
+@pytest.mark.slow  # two interpreters, a VGGish export and its checks
 def test_export_cli_writes_checked_graphs_and_predict_cli_runs_them(tmp_path):
     out = tmp_path / "export"
     result = subprocess.run([sys.executable, "-m", "avag_core.export", "--model", "avagformer_b0",

@@ -51,6 +51,7 @@ def rows_by_name(out: Path) -> dict[str, dict]:
     return {row["row"]: row for row in json.loads((out / "gpu_check.json").read_text())["rows"]}
 
 
+@pytest.mark.slow  # the dry run takes minutes
 def test_dry_run_passes_with_every_row_and_every_cuda_row_skipped(dry_run):
     done, out = dry_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -66,6 +67,7 @@ def test_dry_run_passes_with_every_row_and_every_cuda_row_skipped(dry_run):
     assert all(f"| {name} | {rows[name]['status']} |" in table for name in rows)
 
 
+@pytest.mark.slow  # the dry run takes minutes
 def test_dry_run_installs_exactly_the_listed_wheels_for_python_3_12(dry_run):
     row = rows_by_name(dry_run[1])["wheels"]
     assert row["installed"] == ["soundfile==0.14.0", "cffi==2.1.1", "pycparser==3.12"]
@@ -73,6 +75,7 @@ def test_dry_run_installs_exactly_the_listed_wheels_for_python_3_12(dry_run):
     assert DEAD_INDEX.split("/")[2] not in row["pip_log"], "pip looked at an index: the install needs --no-index"
 
 
+@pytest.mark.slow  # the dry run takes minutes
 def test_dry_run_finds_what_the_gpu_rows_import_on_the_machine_or_carried(dry_run):
     row = rows_by_name(dry_run[1])["imports"]
     # avag_core.audio imports soundfile at module level, which the machine lacks: it must be among the checked
@@ -81,6 +84,7 @@ def test_dry_run_finds_what_the_gpu_rows_import_on_the_machine_or_carried(dry_ru
     assert not {"rclpy", "sounddevice", "openvino", "nncf"} & set(row["third_party_modules"])
 
 
+@pytest.mark.slow  # the dry run takes minutes
 def test_dry_run_selects_the_cuda_tests_that_need_no_ros_and_parses_the_training_command(dry_run):
     rows = rows_by_name(dry_run[1])
     assert sorted(rows["cuda_tests"]["tests"]) == [f"tests/test_predictor.py::test_cuda_precisions_agree_with_cpu[{p}]"

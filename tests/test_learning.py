@@ -100,12 +100,14 @@ def test_untrained_light_audio_encoder_already_tells_sounds_apart():
     assert embeddings.std(0).mean() > 0.5
 
 
+@pytest.mark.slow  # trains for STEPS steps
 def test_overfits_a_few_fixed_samples(trained, two_scenes):
     ious = [sample_iou(function_probability(trained, s["image"], s["log_mel"]), s["function"][0])
             for s in two_scenes]
     assert min(ious) >= 0.8, ious
 
 
+@pytest.mark.slow  # trains for STEPS steps
 def test_the_sound_decides_which_object_is_segmented(trained, two_scenes):
     sound_a, sound_b = two_scenes[0], two_scenes[1]  # one picture, two objects, two sounds
     image = sound_a["image"]

@@ -17,7 +17,7 @@ from avag_core.inference.manifest import MANIFEST_NAME
 from avag_core.training.evaluation import score_predictor
 from avag_ros.demo import DEMO_CHECKPOINT
 
-from conftest import small_model
+from conftest import LIGHT_AUDIO, small_model
 from ros_support import Probe, grounding_node, ros_domain, write_tone
 
 VAL_SEED = 2  # the calibration draws with seed 1 (avag_core.inference.quantize.CALIBRATION_SEED)
@@ -47,6 +47,7 @@ def reference():
     return pairs, scores.result()
 
 
+@pytest.mark.slow  # int8 calibration
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_low_precision_stays_within_its_accuracy_goal(quantized, reference, precision):
     if precision == "bf16" and not cpu_has_bf16():
@@ -59,6 +60,7 @@ def test_low_precision_stays_within_its_accuracy_goal(quantized, reference, prec
     assert result["mIoU_f"] > 50  # the goal means something only for a model that works
 
 
+@pytest.mark.slow  # int8 calibration
 def test_the_manifest_records_the_int8_graphs_and_their_calibration(quantized):
     entry = json.loads((quantized / MANIFEST_NAME).read_text())["quantized"]["int8"]
     assert entry["graphs"] == {"image_encoder": "image_encoder.int8.xml", "audio_encoder": "audio_encoder.int8.xml"}
@@ -69,7 +71,7 @@ def test_the_manifest_records_the_int8_graphs_and_their_calibration(quantized):
 
 
 def test_bf16_runs_where_the_cpu_has_it_and_is_refused_naming_it_where_not(tmp_path):
-    folder = export_onnx(small_model(), tmp_path / "export")
+    folder = export_onnx(small_model(**LIGHT_AUDIO), tmp_path / "export")
     if cpu_has_bf16():
         predictor = AffordancePredictor.from_checkpoint(folder, device="cpu", precision="bf16", backend="openvino")
         assert predictor.backend.target[1]["INFERENCE_PRECISION_HINT"] == "bf16"
@@ -79,7 +81,7 @@ def test_bf16_runs_where_the_cpu_has_it_and_is_refused_naming_it_where_not(tmp_p
 
 
 def test_int8_without_quantized_graphs_is_refused_naming_the_export_command(tmp_path):
-    folder = export_onnx(small_model(), tmp_path / "export")
+    folder = export_onnx(small_model(**LIGHT_AUDIO), tmp_path / "export")
     with pytest.raises(ValueError, match="has no int8 graphs.*--quantize int8"):
         AffordancePredictor.from_checkpoint(folder, device="cpu", precision="int8", backend="openvino")
     with pytest.raises(ValueError, match="is a checkpoint.*--quantize int8"):
@@ -103,6 +105,7 @@ def test_export_refuses_quantize_without_calibration_and_a_calibration_folder_wi
     assert result.returncode == 2 and "needs images" in result.stderr and "it has 1 and 0" in result.stderr
 
 
+@pytest.mark.slow  # int8 calibration
 def test_the_node_runs_int8_from_a_quantized_export(quantized, tmp_path):
     with ros_domain() as (context, add):
         node = add(grounding_node(context, quantized, write_tone(tmp_path / "tone.wav"), backend="openvino",

@@ -137,6 +137,7 @@ def test_a_file_without_vggish_needs_the_vggish_weights(released, reference_io, 
     assert_matches_released(load_model(out), reference_io)
 
 
+@pytest.mark.slow  # export round trips
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_exported_backends_match_the_released_final_masks(converted_best, reference_io, backend, module_folder,
                                                            monkeypatch):
@@ -201,6 +202,7 @@ def test_a_tensor_that_fits_no_config_is_named(released, tmp_path, capsys, edit,
     assert code == 2 and re.search(message, stderr) and not (tmp_path / "out.pt").exists(), stderr
 
 
+@pytest.mark.slow  # a round trip: evaluate.py and an export
 def test_evaluate_and_export_take_a_released_checkpoint(released, synthetic_index, tmp_path):
     result = run_script("evaluate.py", "--checkpoint", released / "best.pth", "--data", synthetic_index,
                         "--split", "seen", "--device", "cpu", "--num-workers", "0")

@@ -110,6 +110,7 @@ def unclean(output: str) -> list[str]:
             if "[ERROR]" in line or "Traceback" in line or line.startswith(("Thread 0x", "Current thread"))]
 
 
+@pytest.mark.slow  # 20 node starts and stops
 def test_compressed_node_stops_cleanly_under_a_stream_every_time(files, tmp_path):
     """SIGINT and SIGTERM in turn."""
     stop_nodes_under_a_stream(files, tmp_path, [(signal.SIGINT,), (signal.SIGTERM,)] * (REPEATS // 2))

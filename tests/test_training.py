@@ -22,6 +22,7 @@ def read_metrics(out_dir):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # a training run
 def test_training_reduces_the_loss_and_evaluates_to_finite_numbers(synthetic_index, tmp_path):
     # Overfit one fixed batch: the batch loss must fall. Four epochs on the same 4 samples, backbone unfrozen
     # from epoch 1 on, so the freeze schedule runs too.
@@ -47,6 +48,7 @@ def test_training_reduces_the_loss_and_evaluates_to_finite_numbers(synthetic_ind
     assert state["epoch"] == 5 and state["step"] == 6 and set(state) >= {"optimizer", "scaler", "rng", "train_config"}
 
 
+@pytest.mark.slow  # a training run
 def test_resume_continues_from_the_last_checkpoint(synthetic_index, tmp_path):
     out = tmp_path / "run"
     first = run_script("train.py", "--data", synthetic_index, "--out-dir", out, "--epochs", "1", "--max-steps", "2",
@@ -120,6 +122,7 @@ def test_evaluate_prediction_folders(tmp_path):
     assert result.returncode == 2 and "5x5 but its ground truth is 12x10" in result.stderr
 
 
+@pytest.mark.slow  # a training run
 def test_distributed_training_with_torchrun_on_cpu(synthetic_index, tmp_path):
     """Two processes, gloo backend: DistributedSampler, DDP and metrics summed over ranks."""
     out = tmp_path / "ddp"
@@ -163,6 +166,7 @@ def test_paper_config_loads_official_pretrained_files(synthetic_index, tmp_path)
         assert torch.equal(weights[f"audio_encoder.{key}"], vggish_state[key])
 
 
+@pytest.mark.slow  # a training run
 def test_from_scratch_defaults_train_the_light_audio_encoder(synthetic_index, tmp_path):
     out = tmp_path / "run"
     result = run_script("train.py", "--data", synthetic_index, "--out-dir", out, "--epochs", "1", "--max-steps",
