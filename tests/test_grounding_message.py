@@ -133,3 +133,16 @@ def test_tf_qos_is_what_tf2_broadcasters_offer():
     assert (profile.depth, profile.reliability, profile.durability) == (100, ReliabilityPolicy.RELIABLE,
                                                                         DurabilityPolicy.VOLATILE)
     assert tf_qos() is not profile
+
+
+@pytest.mark.parametrize("prefix, valid", [("affordance_", True), ("", True), ("left/affordance_", True),
+                                           ("/affordance_", False), ("my frame", False), ("a//b", False)])
+def test_a_tf_prefix_that_cannot_begin_a_frame_name_is_refused_with_depth_only(prefix, valid):
+    from avag_ros.parameters import SPECS, check_together, settings_from
+
+    values = {spec.name: spec.default for spec in SPECS} | {"tf.prefix": prefix, "depth.enabled": True}
+    reason = check_together(settings_from(values))
+    assert (reason is None) == valid, reason
+    if not valid:
+        assert reason.startswith("parameter 'tf.prefix'") and repr(prefix) in reason
+    assert check_together(settings_from(values | {"depth.enabled": False})) is None
