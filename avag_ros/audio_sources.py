@@ -19,6 +19,7 @@ Clock = Callable[[], int]  # ROS time now, in nanoseconds
 
 LEVEL_FRAME_S = 0.05  # RMS is measured over 50 ms frames
 SILENCE_DB = -120.0
+MIN_AUDIO_S = 0.1  # no sound event before a source has delivered this much
 
 
 class RingBuffer:
@@ -86,6 +87,17 @@ class RingBuffer:
             return math.nan
         rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1)).max()
         return max(SILENCE_DB, 20 * math.log10(rms)) if rms > 0 else SILENCE_DB
+
+
+def sound_event_active(buffer: RingBuffer, hold_s: float, min_level_db: float) -> bool:
+    """True while the audio level exceeded `min_level_db` within the last `hold_s` seconds. Raises ValueError on
+    NaN or infinite samples."""
+    if buffer.written < MIN_AUDIO_S * buffer.sample_rate:
+        return False
+    level = buffer.level_db(hold_s)
+    if math.isnan(level):
+        raise ValueError("the audio contains NaN or infinite samples")
+    return level >= min_level_db
 
 
 class AudioSource(ABC):

@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped, PoseStamped
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
@@ -26,6 +25,7 @@ from visualization_msgs.msg import MarkerArray
 from .conversions import (affordance_markers, camera_info_intrinsics, depth_image, point_stamped,
                           points_to_cloud, pose_stamped)
 from .geometry import DepthImage, Intrinsics, RegionGeometry, even_subsample, region_geometry
+from .qos import output_qos, sensor_qos
 
 # Depth images kept for a colour frame still to come: its depth usually arrives first, by a few milliseconds.
 # Half a second at 60 Hz; the frames waiting for the model keep theirs in pins, not here (memory stays bounded:
@@ -149,15 +149,15 @@ class DepthTargets:
         self._last_pose_x: np.ndarray | None = None
         self._lock = threading.Lock()
         self._subscriptions = [
-            node.create_subscription(Image, "depth/image", self.buffer.add_image, _sensor_qos(),
+            node.create_subscription(Image, "depth/image", self.buffer.add_image, sensor_qos(),
                                      qos_overriding_options=qos_overrides),
-            node.create_subscription(CameraInfo, "depth/camera_info", self.buffer.set_info, _sensor_qos(),
+            node.create_subscription(CameraInfo, "depth/camera_info", self.buffer.set_info, sensor_qos(),
                                      qos_overriding_options=qos_overrides),
         ]
         outputs = {f"affordance/{region}_point": PointStamped for region in REGIONS}
         outputs.update({f"affordance/{region}_cloud": PointCloud2 for region in REGIONS})
         outputs.update({"affordance/function_pose": PoseStamped, "affordance/markers": MarkerArray})
-        self._publishers = {topic: node.create_publisher(kind, topic, QoSProfile(depth=5),
+        self._publishers = {topic: node.create_publisher(kind, topic, output_qos(),
                                                          qos_overriding_options=qos_overrides)
                             for topic, kind in outputs.items()}
 
@@ -236,9 +236,3 @@ class DepthTargets:
         return DiagnosticStatus(level=level, name=name, message=message,
                                 values=[KeyValue(key=k, value=str(v)) for k, v in counts.items()])
 
-
-def _sensor_qos() -> QoSProfile:
-    """A fresh sensor-data profile (best effort): rclpy writes QoS overrides into the profile it is given."""
-    return QoSProfile(history=qos_profile_sensor_data.history, depth=5,
-                      reliability=qos_profile_sensor_data.reliability,
-                      durability=qos_profile_sensor_data.durability)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 
 from avag_core.config import BACKENDS, PRECISION_NAMES, PRESETS
 
@@ -284,3 +284,9 @@ def check_change(node, changed: list) -> str | None:
     values = current_values(node)
     values.update({parameter.name: parameter.value for parameter in changed if parameter.name in values})
     return check_together(settings_from(values))
+
+
+def validate_change(node, changed: list) -> SetParametersResult:
+    """The node's on-set-parameters callback."""
+    reason = check_change(node, changed)
+    return SetParametersResult(successful=reason is None, reason=reason or "")

@@ -123,12 +123,13 @@ def measure(args: argparse.Namespace, work: Path) -> None:
         Parameter("precision", value=args.precision)])
     # The node's predict time per frame, keyed by the frame's stamp (the worker thread handles one at a time).
     predict_ms_by_stamp: dict[int, float] = {}
-    node_process, node_predict = node._process, node.predictor.predict
+    loop = node._loop  # built at configure, which autostart has run
+    loop_process, node_predict = loop._process, node.predictor.predict
     current_stamp = [0]
 
-    def process_noting_stamp(msg):
+    def process_noting_stamp(msg, depth_pin):
         current_stamp[0] = stamp_ns(msg.header)
-        node_process(msg)
+        loop_process(msg, depth_pin)
 
     def timed_predict(*predict_args):
         start = time.perf_counter()
@@ -136,7 +137,7 @@ def measure(args: argparse.Namespace, work: Path) -> None:
         predict_ms_by_stamp[current_stamp[0]] = (time.perf_counter() - start) * 1000
         return result
 
-    node._process, node.predictor.predict = process_noting_stamp, timed_predict
+    loop._process, node.predictor.predict = process_noting_stamp, timed_predict
     executor = create_executor()  # as `ros2 run` spins it
     executor.add_node(node)
     stop = threading.Event()

@@ -375,7 +375,7 @@ def test_camera_qos_defaults_to_best_effort_depth_1_and_can_be_overridden(files)
 
 def test_a_matched_camera_that_delivers_nothing_is_reported(files):
     """Large raw images lost by best-effort DDS look like silence to the node; diagnostics must say why."""
-    from avag_ros.grounding_node import SILENT_CAMERA_S
+    from avag_ros.diagnostics import SILENT_CAMERA_S
     with ros_domain() as (context, add):
         add(grounding_node(context, files["checkpoint"], files["tone"]))
         probe = add(Probe(context, OUTPUTS))  # its image publisher matches the node but sends nothing yet

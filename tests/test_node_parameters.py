@@ -154,6 +154,6 @@ def test_a_depth_range_that_configure_refuses_is_refused_at_run_time_too(files, 
                                                           Parameter("depth.max_m", value=8.0)]))
         assert result.result.successful, result.result.reason
         assert values_over_the_service() == [6.0, 8.0]
-        assert (node._targets.settings.min_m, node._targets.settings.max_m) == (6.0, 8.0)
+        assert (node._outputs.depth.settings.min_m, node._outputs.depth.settings.max_m) == (6.0, 8.0)
         assert answer(client.set_parameters([Parameter("depth.min_m", value=7.5)])).results[0].successful
         assert values_over_the_service() == [7.5, 8.0]

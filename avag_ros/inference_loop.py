@@ -1,0 +1,135 @@
+"""The newest-frame slot and the loop that takes each frame through conversion, the sound check, the predictor and
+the outputs. Image callbacks only ever replace the frame in the slot, so they never wait for the model; the loop
+runs in the node's inference thread, one frame at a time, at most `max_rate_hz`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+from rclpy.time import Time
+from sensor_msgs.msg import CompressedImage, Image
+
+from avag_core import AffordancePredictor
+from avag_core.audio import EXAMPLE_SECONDS
+
+from .audio_sources import AudioSource, sound_event_active
+from .conversions import check_compressed, check_image, compressed_to_rgb, image_to_rgb
+from .depth_targets import DepthPin
+from .outputs import FrameResult, Outputs
+from .parameters import GroundingSettings
+from .statistics import Statistics
+
+
+class InferenceLoop:
+    """One configuration's frames: built at configure, run from activate to deactivate. `settings` gives the
+    node's current settings, which parameter changes replace while the loop runs."""
+
+    def __init__(self, node, settings: Callable[[], GroundingSettings], predictor: AffordancePredictor,
+                 audio: AudioSource, outputs: Outputs, stats: Statistics) -> None:
+        self._node = node  # its logger, clock and context
+        self._settings, self._predictor, self._audio, self._outputs, self._stats = (settings, predictor, audio,
+                                                                                     outputs, stats)
+        self._latest: tuple[Image | CompressedImage, DepthPin | None] | None = None
+        self._wakeup = threading.Condition()
+        self._stop = threading.Event()
+
+    def offer(self, msg: Image | CompressedImage) -> bool:
+        """Puts a frame in the slot, in place of one still waiting; False if the image is refused."""
+        try:
+            check_compressed(msg) if isinstance(msg, CompressedImage) else check_image(msg)
+        except ValueError as error:
+            self._stats.count("rejected")
+            self._node.get_logger().warning(f"dropping image: {error}", throttle_duration_sec=2.0)
+            return False
+        pin = self._outputs.pin_depth(msg.header)
+        with self._wakeup:
+            replaced, self._latest = self._latest, (msg, pin)
+            self._stats.image_received(replaced_unprocessed=replaced is not None)
+            self._wakeup.notify()
+        if replaced is not None:
+            self._outputs.release_depth(replaced[1])
+        return True
+
+    def prepare(self) -> None:
+        """Before `run` is submitted, so that a `stop` that comes before the thread starts is not lost."""
+        self._stop.clear()
+
+    def stop(self) -> None:
+        """Asks `run` to return after the frame in hand."""
+        self._stop.set()
+        with self._wakeup:
+            self._wakeup.notify_all()
+
+    def discard_waiting(self) -> None:
+        with self._wakeup:
+            frame, self._latest = self._latest, None
+        if frame is not None:
+            self._outputs.release_depth(frame[1])
+
+    def _next_frame(self) -> tuple[Image | CompressedImage, DepthPin | None] | None:
+        with self._wakeup:
+            while self._latest is None and not self._stop.is_set():
+                self._wakeup.wait()
+            frame, self._latest = self._latest, None
+            return frame
+
+    def run(self) -> None:
+        next_allowed = 0.0
+        while not self._stop.is_set():
+            rate = self._settings().max_rate_hz
+            delay = next_allowed - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            frame = self._next_frame()
+            if frame is None:
+                break
+            next_allowed = time.monotonic() + (1.0 / rate if rate > 0 else 0.0)
+            msg, depth_pin = frame
+            try:
+                self._process(msg, depth_pin)
+            except Exception as error:  # the thread must survive anything one frame can do
+                if not self._node.context.ok():  # the process is going down under this frame: nothing failed
+                    return
+                self._stats.count("failed")
+                self._node.get_logger().error(f"inference failed on one frame: {error!r}", throttle_duration_sec=5.0)
+            finally:
+                self._outputs.release_depth(depth_pin)
+
+    def _process(self, msg: Image | CompressedImage, depth_pin: DepthPin | None) -> None:
+        log = self._node.get_logger()
+        try:
+            rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+        except ValueError as error:
+            self._stats.count("rejected")
+            log.warning(f"dropping image: {error}", throttle_duration_sec=2.0)
+            return
+        settings, source, predictor = self._settings(), self._audio, self._predictor
+        try:
+            sound_active = sound_event_active(source.buffer, settings.audio_hold_s, settings.audio_min_level_db)
+        except ValueError as error:
+            self._stats.count("rejected")
+            log.warning(f"skipping frame: {error}", throttle_duration_sec=2.0)
+            return
+        if not sound_active:
+            if settings.publish_when_silent:
+                empty = np.zeros(rgb.shape[:2], bool)
+                self._outputs.publish(FrameResult(msg.header, rgb, empty, empty, None), depth_pin)
+            return
+        audio = source.buffer.latest(settings.audio_window_s, align_s=EXAMPLE_SECONDS)
+        started = time.perf_counter()
+        try:
+            prediction = predictor.predict(rgb, audio, source.sample_rate)
+        except ValueError as error:
+            self._stats.count("rejected")
+            log.warning(f"skipping frame: {error}", throttle_duration_sec=2.0)
+            return
+        model_s = time.perf_counter() - started
+        self._outputs.publish(FrameResult(msg.header, rgb, prediction.function_mask, prediction.dependency_mask,
+                                          prediction), depth_pin)
+        latency = (self._node.get_clock().now() - Time.from_msg(msg.header.stamp)).nanoseconds / 1e9
+        self._stats.inference_done(latency, model_s)
+        log.debug(f"frame {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}: model {model_s * 1e3:.0f} ms, "
+                  f"published {latency * 1e3:.0f} ms after its stamp")

@@ -1,0 +1,122 @@
+"""Everything the node publishes per frame: the publishers, created from one table, and the messages built from
+one frame's result. A new output is one more entry in OUTPUTS; the 3D ones come from avag_ros.depth_targets.
+
+Publishers and subscriptions live from configure to cleanup, as in rclcpp's lifecycle nodes; while the node is
+inactive nothing is published. Recreating them on every activate would also make the middleware grow a new set
+of message pools each time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus
+from geometry_msgs.msg import PolygonStamped
+from rclpy.time import Time
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from avag_core.image import overlay
+
+from .conversions import largest_region_polygon, mask_to_image, probability_to_image, rgb_to_bgr8
+from .depth_targets import DepthPin, DepthSettings, DepthTargets
+from .parameters import GroundingSettings
+from .qos import output_qos
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """One frame's outcome. Without a sound event the masks are empty and there is no prediction."""
+    header: Header
+    rgb: np.ndarray
+    function_mask: np.ndarray
+    dependency_mask: np.ndarray
+    prediction: object | None  # avag_core's Prediction
+
+
+@dataclass(frozen=True)
+class Output:
+    topic: str
+    kind: type
+    build: Callable[[FrameResult], object | None]  # None: nothing to publish for this frame
+    enabled: Callable[[GroundingSettings], bool] = lambda settings: True
+    on_demand: bool = False  # costly to build: only while someone subscribes
+
+
+def _probability(name: str) -> Callable[[FrameResult], Image | None]:
+    def build(frame: FrameResult) -> Image | None:
+        prediction = frame.prediction
+        return None if prediction is None else probability_to_image(getattr(prediction, name), frame.header)
+    return build
+
+
+# In publishing order
+OUTPUTS = (
+    Output("affordance/function_mask", Image, lambda frame: mask_to_image(frame.function_mask, frame.header)),
+    Output("affordance/dependency_mask", Image, lambda frame: mask_to_image(frame.dependency_mask, frame.header)),
+    Output("affordance/function_region", PolygonStamped,
+           lambda frame: largest_region_polygon(frame.function_mask, frame.header)),
+    Output("affordance/function_probability", Image, _probability("function_prob"),
+           lambda settings: settings.publish_probabilities),
+    Output("affordance/dependency_probability", Image, _probability("dependency_prob"),
+           lambda settings: settings.publish_probabilities),
+    Output("affordance/overlay", Image,
+           lambda frame: rgb_to_bgr8(overlay(frame.rgb, frame.function_mask, frame.dependency_mask), frame.header),
+           lambda settings: settings.publish_overlay, on_demand=True),
+)
+
+
+def depth_settings(settings: GroundingSettings) -> DepthSettings:
+    return DepthSettings(settings.depth_max_offset_s, settings.depth_min_points, settings.depth_min_m,
+                         settings.depth_max_m, settings.depth_max_cloud_points, settings.depth_erode_px)
+
+
+class Outputs:
+    """The publishers of one configuration, and with depth.enabled the 3D side that pairs frames with depth."""
+
+    def __init__(self, node, settings: GroundingSettings, qos_overrides) -> None:
+        self._node = node
+        self._publishers = [(output, node.create_publisher(output.kind, output.topic, output_qos(),
+                                                           qos_overriding_options=qos_overrides))
+                            for output in OUTPUTS if output.enabled(settings)]
+        self.depth = DepthTargets(node, depth_settings(settings), qos_overrides) if settings.depth_enabled else None
+
+    def apply(self, settings: GroundingSettings) -> None:
+        """Settings changed while configured."""
+        if self.depth is not None:
+            self.depth.settings = depth_settings(settings)
+
+    def pin_depth(self, header: Header) -> DepthPin | None:
+        """Pairs a frame with depth from its arrival on, not after inference: by then a fast depth stream has moved
+        on (avag_ros.depth_targets)."""
+        if self.depth is None:
+            return None
+        return self.depth.buffer.pin(Time.from_msg(header.stamp).nanoseconds)
+
+    def release_depth(self, pin: DepthPin | None) -> None:
+        if pin is not None and self.depth is not None:
+            self.depth.buffer.release(pin)
+
+    def publish(self, frame: FrameResult, depth_pin: DepthPin | None) -> None:
+        for output, publisher in self._publishers:
+            if output.on_demand and publisher.get_subscription_count() == 0:
+                continue
+            message = output.build(frame)
+            if message is not None:
+                publisher.publish(message)
+        # 3D last: whatever the depth does, the frame's 2D outputs are out.
+        if depth_pin is not None and frame.prediction is not None:
+            self.depth.publish(frame.header, {"function": frame.function_mask, "dependency": frame.dependency_mask},
+                               depth_pin)
+
+    def diagnostic_statuses(self, node_name: str) -> list[DiagnosticStatus]:
+        return [self.depth.diagnostic_status(f"{node_name}: 3D")] if self.depth is not None else []
+
+    def destroy(self) -> None:
+        for _, publisher in self._publishers:
+            self._node.destroy_publisher(publisher)
+        self._publishers = []
+        if self.depth is not None:
+            self.depth.destroy()
+            self.depth = None
