@@ -7,21 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 from geometry_msgs.msg import Point, Pose, Quaternion, TransformStamped
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 
 from .conversions import mask_to_image
 from .geometry import RegionGeometry, quaternion
 
-TF_TOPIC = "/tf"
 DEFAULT_TF_PREFIX = "affordance_"
-
-
-def tf_qos() -> QoSProfile:
-    """What tf2's TransformBroadcaster offers on /tf, so that every tf2 listener matches: reliable, volatile,
-    depth 100. A function: rclpy writes QoS overrides into the profile it is given."""
-    return QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.VOLATILE)
 
 
 def mask_confidence(mask: np.ndarray, probability: np.ndarray | None) -> float:

@@ -7,7 +7,8 @@ import pytest
 from std_msgs.msg import Header
 
 from avag_ros.geometry import RegionGeometry
-from avag_ros.grounding_message import grounding_message, mask_confidence, tf_qos, transforms
+from avag_ros.grounding_message import grounding_message, mask_confidence, transforms
+from avag_ros.qos import tf_qos
 
 pytest.importorskip("avag_interfaces.msg", reason="interfaces not built (scripts/build_interfaces.sh)")
 pytest.importorskip("tf2_msgs.msg", reason="interfaces not built (scripts/build_interfaces.sh)")
