@@ -212,3 +212,38 @@ def test_the_service_answers_between_stream_frames_and_refuses_bad_clips(files, 
               f"{streamed} stream frames")
         assert max(latencies) <= inference_s + 0.1 + inference_s, latencies  # the frame in hand, then this one
         assert streamed >= 5
+
+
+def test_outputs_are_managed_publishers_and_the_service_refuses_while_inactive(files, tmp_path):
+    """Every per-frame output (2D, 3D, grounding, /tf) is a lifecycle publisher, enabled only while active; the
+    diagnostics are not (they report the inactive state). ~/ground answers, but refuses, while inactive."""
+    from rclpy.lifecycle import LifecyclePublisher
+
+    from ros_support import grounding_node
+
+    tone_bytes, _ = tone_s16()
+    (tmp_path / "requests.json").write_text(json.dumps([clip_spec(tmp_path, "tone", tone_bytes)]))
+    with ros_domain() as (context, add):
+        node = add(grounding_node(context, files["checkpoint"], files["tone"], autostart=False,
+                                  **{"depth.enabled": True}))
+        node.trigger_configure()
+
+        def outputs():
+            return {p.topic_name: p for p in node.publishers if p.topic_name.startswith(("/affordance/", "/tf"))}
+
+        topics = set(outputs())
+        assert {"/affordance/function_mask", "/affordance/function_pose", "/affordance/grounding", "/tf"} <= topics
+        assert all(isinstance(p, LifecyclePublisher) and not p.is_activated for p in outputs().values())
+        diagnostics = next(p for p in node.publishers if p.topic_name == "/diagnostics")
+        assert not isinstance(diagnostics, LifecyclePublisher)
+        env = {**os.environ, "ROS_DOMAIN_ID": str(context.get_domain_id())}
+        client = subprocess.run([sys.executable, CLIENT, "/affordance_grounding/ground",
+                                 str(tmp_path / "requests.json")], env=env, capture_output=True, text=True,
+                                timeout=120)
+        assert client.returncode == 0, client.stdout + client.stderr
+        answer = json.loads(client.stdout.splitlines()[0])
+        assert not answer["success"] and answer["message"] == "the node is not active"
+        node.trigger_activate()
+        assert all(p.is_activated for p in outputs().values())
+        node.trigger_deactivate()
+        assert not any(p.is_activated for p in outputs().values())
