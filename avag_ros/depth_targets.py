@@ -157,15 +157,15 @@ class DepthTargets:
         outputs = {f"affordance/{region}_point": PointStamped for region in REGIONS}
         outputs.update({f"affordance/{region}_cloud": PointCloud2 for region in REGIONS})
         outputs.update({"affordance/function_pose": PoseStamped, "affordance/markers": MarkerArray})
-        self._publishers = {topic: node.create_publisher(kind, topic, output_qos(),
-                                                         qos_overriding_options=qos_overrides)
+        self._publishers = {topic: node.create_lifecycle_publisher(kind, topic, output_qos(),
+                                                                   qos_overriding_options=qos_overrides)
                             for topic, kind in outputs.items()}
 
     def destroy(self) -> None:
         for subscription in self._subscriptions:
             self.node.destroy_subscription(subscription)
         for publisher in self._publishers.values():
-            self.node.destroy_publisher(publisher)
+            self.node.destroy_lifecycle_publisher(publisher)
 
     def _count(self, kind: str, problem: str = "") -> None:
         with self._lock:
@@ -173,8 +173,11 @@ class DepthTargets:
             if problem:
                 self.last_problem = problem
 
-    def publish(self, header: Header, masks: dict[str, np.ndarray], pin: DepthPin) -> None:
-        """3D for one colour frame: its header (stamp), its masks by region, the pin it took on arrival."""
+    def publish(self, header: Header, masks: dict[str, np.ndarray],
+                pin: DepthPin) -> tuple[Header, dict[str, RegionGeometry | None]] | None:
+        """3D for one colour frame: its header (stamp), its masks by region, the pin it took on arrival. Returns the
+        header of what it published (the depth image's frame) and the regions' geometry, None when the frame got
+        no 3D."""
         settings = self.settings
         try:
             depth_msg, info = self.buffer.pair(pin, settings.max_offset_s)
@@ -188,7 +191,7 @@ class DepthTargets:
         except DepthUnavailable as error:
             self._count(error.kind, str(error))
             self.node.get_logger().warning(f"no 3D for this frame: {error}", throttle_duration_sec=1.0)
-            return
+            return None
         self._count("pairs_made")
         out = Header(stamp=header.stamp, frame_id=depth_msg.header.frame_id)
         for region, geometry in regions.items():
@@ -208,6 +211,7 @@ class DepthTargets:
         markers = self._publishers["affordance/markers"]
         if markers.get_subscription_count() > 0:
             markers.publish(affordance_markers(regions, out))
+        return out, regions
 
     def _regions(self, masks: dict[str, np.ndarray], depth: DepthImage,
                  intrinsics: Intrinsics) -> dict[str, RegionGeometry | None]:

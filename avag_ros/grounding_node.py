@@ -35,6 +35,7 @@ from .audio_sources import AudioSource
 from .diagnostics import grounding_status, grounding_values
 from .executors import create_executor
 from .fastdds import LargeImageWarning
+from .ground_service import GroundService
 from .inference_loop import InferenceLoop
 from .memory import ReusedThread, model_blocks_mapped, return_freed_memory
 from .model_loading import free_dropped_model, load_predictor
@@ -65,6 +66,7 @@ class GroundingNode(LifecycleNode):
         self._outputs: Outputs | None = None
         self._image_subscription = None
         self._loop: InferenceLoop | None = None  # from configure to cleanup
+        self._ground_service: GroundService | None = None  # ~/ground, from configure to cleanup
         self._inference_thread = ReusedThread("affordance_inference")
         self._worker: Future | None = None  # the running inference loop, while active
         self._audio = AudioRunner(self)
@@ -127,6 +129,7 @@ class GroundingNode(LifecycleNode):
         self._create_entities(settings)
         self._loop = InferenceLoop(self, lambda: self.settings, self.predictor, self.audio_source, self._outputs,
                                    self.stats)
+        self._ground_service = GroundService(self, self._loop.requests)
         return_freed_memory()  # what loading the checkpoint allocated on the way
         log.info(f"configured: model {self._model_description} on {self.predictor.backend.description} "
                  f"({settings.precision}), audio from {settings.audio_source}")
@@ -142,21 +145,27 @@ class GroundingNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._activated_at = time.monotonic()
+        super().on_activate(state)  # enables the managed publishers, before the loop can publish
         self._audio.start(self.audio_source, self.settings.audio_retry_s)
         self._loop.prepare()
         self._worker = self._inference_thread.submit(self._loop.run)
+        self._loop.requests.open()
         self.get_logger().info(f"active: listening on {self._image_subscription.topic_name}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._loop is not None:
+            self._loop.requests.close("the node is not active")
         self._stop_inference()
         self._audio.stop()
         if self._loop is not None:
             self._loop.discard_waiting()
+        super().on_deactivate(state)  # disables the managed publishers, once the loop has stopped publishing
         return_freed_memory()
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._destroy_ground_service()
         if self._image_subscription is not None:
             self.destroy_subscription(self._image_subscription)
         if self._outputs is not None:
@@ -180,8 +189,14 @@ class GroundingNode(LifecycleNode):
             self._worker.result()
             self._worker = None
 
+    def _destroy_ground_service(self) -> None:
+        if self._ground_service is not None:
+            self._ground_service.destroy()
+            self._ground_service = None
+
     def destroy_node(self) -> None:
         self._stop_inference()  # a node destroyed while active must not leave its loop waiting for images
+        self._destroy_ground_service()  # its thread spins a helper node on this node's context
         self._inference_thread.close()
         stop_forwarding(self._library_logs)
         super().destroy_node()

@@ -11,18 +11,22 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from avag_interfaces.msg import AffordanceGrounding
 from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PolygonStamped
 from rclpy.time import Time
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
+from tf2_msgs.msg import TFMessage
 
 from avag_core.image import overlay
 
+from .audio_sources import SILENCE_DB
 from .conversions import largest_region_polygon, mask_to_image, probability_to_image, rgb_to_bgr8
 from .depth_targets import DepthPin, DepthSettings, DepthTargets
+from .grounding_message import grounding_message, transforms
 from .parameters import GroundingSettings
-from .qos import output_qos
+from .qos import output_qos, tf_qos
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class FrameResult:
     function_mask: np.ndarray
     dependency_mask: np.ndarray
     prediction: object | None  # avag_core's Prediction
+    sound_event_active: bool = False
+    audio_level_db: float = SILENCE_DB  # the loudest 50 ms over audio.hold_s, as the sound event is judged
 
 
 @dataclass(frozen=True)
@@ -73,14 +79,21 @@ def depth_settings(settings: GroundingSettings) -> DepthSettings:
 
 
 class Outputs:
-    """The publishers of one configuration, and with depth.enabled the 3D side that pairs frames with depth."""
+    """The publishers of one configuration, and with depth.enabled the 3D side that pairs frames with depth. All
+    are managed (lifecycle) publishers: they publish only while the node is active."""
 
     def __init__(self, node, settings: GroundingSettings, qos_overrides) -> None:
         self._node = node
-        self._publishers = [(output, node.create_publisher(output.kind, output.topic, output_qos(),
-                                                           qos_overriding_options=qos_overrides))
+        self._publishers = [(output, node.create_lifecycle_publisher(output.kind, output.topic, output_qos(),
+                                                                     qos_overriding_options=qos_overrides))
                             for output in OUTPUTS if output.enabled(settings)]
         self.depth = DepthTargets(node, depth_settings(settings), qos_overrides) if settings.depth_enabled else None
+        self._grounding = node.create_lifecycle_publisher(AffordanceGrounding, "affordance/grounding", output_qos(),
+                                                          qos_overriding_options=qos_overrides)
+        self._tf = self._tf_prefix = None
+        if self.depth is not None and settings.tf_enabled:
+            self._tf = node.create_lifecycle_publisher(TFMessage, "/tf", tf_qos())
+            self._tf_prefix = settings.tf_prefix
 
     def apply(self, settings: GroundingSettings) -> None:
         """Settings changed while configured."""
@@ -106,17 +119,32 @@ class Outputs:
             if message is not None:
                 publisher.publish(message)
         # 3D last: whatever the depth does, the frame's 2D outputs are out.
-        if depth_pin is not None and frame.prediction is not None:
-            self.depth.publish(frame.header, {"function": frame.function_mask, "dependency": frame.dependency_mask},
-                               depth_pin)
+        depth_header, regions = None, None
+        prediction = frame.prediction
+        if depth_pin is not None and prediction is not None:
+            three_d = self.depth.publish(frame.header, {"function": frame.function_mask,
+                                                        "dependency": frame.dependency_mask}, depth_pin)
+            if three_d is not None:
+                depth_header, regions = three_d
+        # The whole frame in one message, after its parts: a planner that reads it finds the single topics out too
+        self._grounding.publish(grounding_message(
+            frame.header, frame.function_mask, frame.dependency_mask,
+            prediction.function_prob if prediction is not None else None,
+            prediction.dependency_prob if prediction is not None else None,
+            frame.sound_event_active, frame.audio_level_db, regions))
+        if self._tf is not None and regions is not None:
+            frames = transforms(regions, depth_header, self._tf_prefix)
+            if frames is not None:
+                self._tf.publish(frames)
 
     def diagnostic_statuses(self, node_name: str) -> list[DiagnosticStatus]:
         return [self.depth.diagnostic_status(f"{node_name}: 3D")] if self.depth is not None else []
 
     def destroy(self) -> None:
-        for _, publisher in self._publishers:
-            self._node.destroy_publisher(publisher)
-        self._publishers = []
+        for publisher in [publisher for _, publisher in self._publishers] + [self._grounding, self._tf]:
+            if publisher is not None:
+                self._node.destroy_lifecycle_publisher(publisher)
+        self._publishers, self._grounding, self._tf = [], None, None
         if self.depth is not None:
             self.depth.destroy()
             self.depth = None

@@ -8,6 +8,7 @@ config/grounding.yaml. No torch here: the launch file imports this module.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
@@ -115,6 +116,11 @@ SPECS = (
          range=(1, 1_000_000)),
     Spec("depth.erode_px", 3, "The mask is eroded by this many pixels before its depth is read, so that depth at "
          "object edges, which often belongs to the background, is left out.", range=(0, 50)),
+    Spec("tf.enabled", True, "With depth.enabled, broadcast each frame's 3D targets on /tf as frames "
+         "<tf.prefix>function (the function pose) and <tf.prefix>dependency (the dependency point, identity "
+         "rotation), children of the depth image's optical frame. Without depth it does nothing.", read_only=True),
+    Spec("tf.prefix", "affordance_", "Prefix of the TF frames' names (one per node, e.g. left_affordance_).",
+         read_only=True),
     Spec("reuse.max_change", 0.15, "A frame whose view differs from the last keyframe's by less than this keeps the "
          "keyframe's image features and runs only the audio and the mask head: mean absolute difference, in grey "
          "levels (0-255), of the two frames shrunk to 32x24 grey. 0 turns reuse off.", range=(0.0, 255.0)),
@@ -197,6 +203,8 @@ class GroundingSettings:
     depth_max_m: float
     depth_max_cloud_points: int
     depth_erode_px: int
+    tf_enabled: bool
+    tf_prefix: str
     reuse_max_change: float
     reuse_max_age_s: float
 
@@ -248,10 +256,19 @@ def check_together(settings: GroundingSettings) -> str | None:
 
     The one rule for configure and for run-time changes alike: a change is judged by the values it would leave,
     so `depth.min_m` 6 is refused while `depth.max_m` is 5, and both can move in one atomic set."""
+    if settings.tf_enabled and settings.depth_enabled and not valid_frame_prefix(settings.tf_prefix):
+        return (f"parameter 'tf.prefix': {settings.tf_prefix!r} cannot begin a TF frame name (letters, digits and "
+                "underscores, no leading slash)")
     if settings.depth_enabled and settings.depth_min_m >= settings.depth_max_m:
         return (f"parameters 'depth.min_m', 'depth.max_m': {settings.depth_min_m:g} m is not below "
                 f"{settings.depth_max_m:g} m")
     return None
+
+
+def valid_frame_prefix(prefix: str) -> bool:
+    """Whether `prefix + "function"` is a valid TF frame id: tf2 refuses a leading slash, and tools resolve names
+    of letters, digits and underscores, with inner slashes."""
+    return re.fullmatch(r"([A-Za-z0-9_]+/)*[A-Za-z0-9_]*", prefix) is not None
 
 
 def check_change(node, changed: list) -> str | None:

@@ -5,7 +5,7 @@ one node's overrides into every node created after it in the same process.
 """
 from __future__ import annotations
 
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 
 def output_qos() -> QoSProfile:
@@ -22,3 +22,10 @@ def sensor_qos() -> QoSProfile:
     return QoSProfile(history=qos_profile_sensor_data.history, depth=5,
                       reliability=qos_profile_sensor_data.reliability,
                       durability=qos_profile_sensor_data.durability)
+
+
+def tf_qos() -> QoSProfile:
+    """What tf2's TransformBroadcaster offers on /tf, so that every tf2 listener matches: reliable, volatile,
+    depth 100."""
+    return QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)

@@ -10,7 +10,7 @@ from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode
 
 from avag_ros.parameters import LAUNCH_ARGUMENTS, node_logger_name, parse_text, spec
 
@@ -27,7 +27,7 @@ LAUNCH_ONLY = {
 }
 
 
-def _node(context) -> list[Node]:
+def _node(context) -> list[LifecycleNode]:
     overrides = {}
     for argument, parameter in LAUNCH_ARGUMENTS.items():
         text = LaunchConfiguration(argument).perform(context)
@@ -37,7 +37,9 @@ def _node(context) -> list[Node]:
     # Scoped to the node's logger: a bare `--log-level debug` turns on rcl's and the middleware's too.
     log_level = f"{node_logger_name(LaunchConfiguration('namespace').perform(context))}:=" \
                 f"{LaunchConfiguration('log_level').perform(context)}"
-    return [Node(
+    # A LifecycleNode, so that launch files can drive its transitions (and `ros2 launch` knows it is managed);
+    # the node's own `autostart` parameter still configures and activates it by default.
+    return [LifecycleNode(
         package="avag_ros",
         executable="grounding_node",
         name="affordance_grounding",

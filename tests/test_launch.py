@@ -53,7 +53,8 @@ def test_launch_file_declares_its_arguments_and_points_at_the_installed_config()
     arguments = next(node for node in ast.walk(tree) if isinstance(node, ast.Assign)
                      and any(getattr(t, "id", "") == "LAUNCH_ONLY" for t in node.targets))
     assert {key.value for key in arguments.value.keys} == LAUNCH_ONLY_ARGUMENTS
-    assert "LAUNCH_ARGUMENTS" in {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    assert "LAUNCH_ARGUMENTS" in names and "LifecycleNode" in names and "Node" not in names
     strings = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
     assert {"avag_ros", "grounding_node", "config", "grounding.yaml", "image"} <= strings
     setup = (REPO / "setup.py").read_text()
