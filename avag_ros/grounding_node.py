@@ -8,7 +8,8 @@ activate starts the audio and the inference loop, deactivate stops them, cleanup
 the model. With `autostart` (default) it configures and activates itself. Inference runs on the newest image
 only, in its own thread, and only while a sound event is active; image callbacks never wait for the model.
 Its jobs live beside it: inference_loop (slot and per-frame pipeline), outputs (publishers and messages),
-model_loading, audio_setup, diagnostics, statistics, qos, fastdds and executors.
+model_loading, audio_setup, diagnostics, statistics, qos, fastdds, executors and node_process (main's signals
+and bounded stop).
 """
 from __future__ import annotations
 
@@ -18,13 +19,10 @@ import time
 from concurrent.futures import Future
 from typing import NoReturn
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from avag_core import AffordancePredictor
@@ -33,22 +31,16 @@ from . import parameters
 from .audio_setup import AudioRunner, make_audio_source
 from .audio_sources import AudioSource
 from .diagnostics import grounding_status, grounding_values
-from .executors import create_executor
 from .fastdds import LargeImageWarning
 from .ground_service import GroundService
 from .inference_loop import InferenceLoop
 from .memory import ReusedThread, model_blocks_mapped, return_freed_memory
 from .model_loading import free_dropped_model, load_predictor
+from .node_process import run_node_process
 from .outputs import Outputs
 from .qos import camera_qos
 from .ros_logging import forward_library_logs, stop_forwarding
-from .shutdown import BoundedShutdown
 from .statistics import Statistics
-
-# A stop (SIGINT, SIGTERM, lifecycle shutdown) that takes longer than this plus the frame being inferred is forced
-# (avag_ros.shutdown); `ros2 launch` waits 5 s after SIGINT before it escalates to SIGTERM.
-SHUTDOWN_TIMEOUT_S = 4.0
-
 
 class GroundingNode(LifecycleNode):
     def __init__(self, node_name: str = "affordance_grounding", **kwargs) -> None:
@@ -183,6 +175,11 @@ class GroundingNode(LifecycleNode):
         self.finalized.set()
         return self.on_cleanup(state)
 
+    def stop_activity(self) -> None:
+        """Deactivate if active: the process's ordered stop (avag_ros.node_process) needs no lifecycle client."""
+        if self._worker is not None:
+            self.on_deactivate(None)
+
     def _stop_inference(self) -> None:
         if self._worker is not None:
             self._loop.stop()
@@ -222,41 +219,7 @@ class GroundingNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> NoReturn:
-    # rclpy's own signal handlers shut the context down the moment Ctrl-C arrives, while the inference thread
-    # may be publishing a frame into it. Here a signal during start-up interrupts the model load or export (which
-    # cleans up after itself), and once running only asks the loop to end; the node is then taken down in order,
-    # within SHUTDOWN_TIMEOUT_S whatever happens (avag_ros.shutdown). A lifecycle `shutdown` ends it too.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    shutdown = BoundedShutdown("grounding_node", SHUTDOWN_TIMEOUT_S)
-    node = executor = None
-    try:
-        node = GroundingNode()
-        shutdown.name = node.get_logger().name
-        executor = create_executor()
-        executor.add_node(node)
-        shutdown.running()
-        while not shutdown.requested.is_set() and not node.finalized.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.2)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # KeyboardInterrupt: a signal during start-up, which avag_ros.shutdown turns into one
-    finally:
-        # the inference thread finishes its frame
-        shutdown.begin(extra_s=node.stats.longest_model_s() if node is not None else 0.0)
-        # The executor first: it stops dispatching and detaches its middleware callbacks while every entity still
-        # exists, so that nothing the DDS threads go on receiving can reach an entity being destroyed.
-        if executor is not None:
-            shutdown.set_step("stopping the executor")
-            executor.shutdown(timeout_sec=SHUTDOWN_TIMEOUT_S)
-        if node is not None:
-            shutdown.set_step("stopping inference and audio")
-            if node._worker is not None:
-                node.on_deactivate(None)
-            shutdown.set_step("destroying the node")
-            node.destroy_node()
-        shutdown.set_step("shutting down the ROS context")
-        rclpy.try_shutdown()
-    shutdown.exit(0)
-
+    run_node_process(GroundingNode, args)
 
 if __name__ == "__main__":
     main()
