@@ -185,7 +185,8 @@ def test_embed_audio_computes_padding_once_but_equals_all_windows(tiny_model):
 
 
 # The frozen VGGish once, the trainable light encoder once: VGGish's forward and backward cost most of this test.
-@pytest.mark.parametrize("mixer_bias, audio", [("per_head", {}), ("per_token", LIGHT_AUDIO)])
+@pytest.mark.parametrize("mixer_bias, audio", [("per_head", {}), ("per_token", LIGHT_AUDIO)],
+                         ids=["per_head-frozen_vggish", "per_token-light_audio"])
 def test_gradients_reach_every_trainable_parameter(mixer_bias, audio):
     model = small_model(mixer_bias=mixer_bias, **audio).train()
     out = model(torch.randn(2, 3, SMALL_IMAGE, SMALL_IMAGE), random_audio(2))
