@@ -191,8 +191,11 @@ def wait_for_level(source, expected_db, timeout=30.0) -> float:
     return source.buffer.level_db(1.0)
 
 
-@pytest.mark.parametrize("sample_format, channels, rate", [("S16LE", 1, 16000), ("S32LE", 2, 44100),
-                                                           ("F32LE", 2, 16000), ("U8", 1, 44100)])
+# Each run starts a node and a sample_player process (20-30 s): audio_capture's default format runs in the default
+# tier, the other formats in the slow one.
+@pytest.mark.parametrize("sample_format, channels, rate", [
+    ("S16LE", 1, 16000), pytest.param("S32LE", 2, 44100, marks=pytest.mark.slow),
+    pytest.param("F32LE", 2, 16000, marks=pytest.mark.slow), pytest.param("U8", 1, 44100, marks=pytest.mark.slow)])
 def test_topic_source_takes_what_audio_capture_publishes(checkpoint, tmp_path, sample_format, channels, rate):
     """sample_player --audio, in its own process, publishes as audio_capture does: the node needs no more than
     audio.source topic to decode it, at the clip's level, and to publish masks."""

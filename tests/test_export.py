@@ -145,9 +145,15 @@ def test_foreign_graph_is_a_clear_error(small_export, tmp_path, backend):
         AffordancePredictor.from_checkpoint(foreign, device="cpu", backend=backend)
 
 
+@pytest.fixture(scope="module")
+def export_at_twice_the_size(module_folder):
+    return export_onnx(build_model("avagformer_b0", image_size=SMALL_IMAGE * 2, **LIGHT_AUDIO),
+                       module_folder / "twice_the_size")
+
+
 @pytest.mark.parametrize("backend", EXPORTED)
-def test_graph_for_another_image_size_is_a_clear_error(small_export, tmp_path, backend):
-    other = export_onnx(build_model("avagformer_b0", image_size=SMALL_IMAGE * 2), tmp_path / "other")
+def test_graph_for_another_image_size_is_a_clear_error(small_export, export_at_twice_the_size, tmp_path, backend):
+    other = export_at_twice_the_size
     mixed = copy_export(small_export, tmp_path / "mixed")
     for name in ("image_encoder.onnx", "image_encoder.onnx.data"):
         (mixed / name).write_bytes((other / name).read_bytes())
@@ -230,7 +236,7 @@ def test_export_cli_writes_checked_graphs_and_predict_cli_runs_them(tmp_path):
 
 def test_export_replaces_an_older_export_in_place(small_export, tmp_path):
     folder = copy_export(small_export, tmp_path / "onnx")
-    export_onnx(build_model("avagformer_b0", image_size=SMALL_IMAGE * 2), folder)
+    export_onnx(build_model("avagformer_b0", image_size=SMALL_IMAGE * 2, **LIGHT_AUDIO), folder)
     assert not [p for p in tmp_path.iterdir() if p.name != "onnx"]  # the staging folder is gone
     predictor = AffordancePredictor.from_checkpoint(folder, device="cpu", backend="onnxruntime")
     assert predictor.config.image_size == SMALL_IMAGE * 2
