@@ -204,8 +204,9 @@ def imports_probe() -> None:
     at module level, its distributions. What third-party packages import in turn is theirs: the machine's copies
     bring their own."""
     sys.path[:0] = [str(REPO / "tests"), str(REPO / "training"), str(REPO / "bench")]
-    for module in ["avag_core.predictor", "avag_core.data", "avag_core.evaluation", "avag_core.losses",
-                   "avag_core.optim", "avag_core.progress", "avag_core.weights", "train", "make_synthetic",
+    for module in ["avag_core.inference.predictor", "avag_core.data", "avag_core.training.evaluation",
+                   "avag_core.training.losses", "avag_core.training.optim", "avag_core.training.progress",
+                   "avag_core.checkpoints.weights", "train", "make_synthetic",
                    "prepare_dataset", "timing", "conftest",
                    *sorted({Path(test.split("::")[0]).stem for test in ros_free_cuda_tests()})]:
         importlib.import_module(module)
@@ -386,8 +387,8 @@ def measure(preset: str, group: str, device: str, size: int, repeats: int) -> No
 
     sys.path.insert(0, str(REPO / "bench"))
     from avag_core import AffordancePredictor, build_model
-    from avag_core.backends import TorchBackend
-    from avag_core.predictor import AudioEmbeddingCache
+    from avag_core.inference.backends import TorchBackend
+    from avag_core.inference.predictor import AudioEmbeddingCache
     from timing import median_ms
 
     torch.manual_seed(0)

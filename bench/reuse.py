@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # avag_ros.paramet
 from avag_core import AffordancePredictor, build_model  # noqa: E402
 from avag_core.audio import EXAMPLE_SECONDS  # noqa: E402
 from avag_core.data.synthetic import render_scene  # noqa: E402
-from avag_core.export import export_onnx  # noqa: E402
+from avag_core.inference.export import export_onnx  # noqa: E402
 from avag_core.inference.view_reuse import ViewReuse, view_change, view_fingerprint  # noqa: E402
 from avag_ros.parameters import spec  # noqa: E402
 
