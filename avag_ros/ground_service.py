@@ -88,12 +88,14 @@ class PendingGround:
         self.message = ""
         self.grounding = None  # avag_interfaces/AffordanceGrounding, on success
         self._answered = threading.Event()
+        self._answering = threading.Lock()  # the inference thread and the timeout may answer at the same moment
 
     def answer(self, success: bool, message: str, grounding=None) -> None:
-        if self._answered.is_set():  # a request withdrawn after its timeout keeps the answer it was given
-            return
-        self.success, self.message, self.grounding = success, message, grounding
-        self._answered.set()
+        with self._answering:
+            if self._answered.is_set():  # a request withdrawn after its timeout keeps the answer it was given
+                return
+            self.success, self.message, self.grounding = success, message, grounding
+            self._answered.set()
 
     def wait(self, timeout_s: float) -> bool:
         return self._answered.wait(timeout_s)
