@@ -84,11 +84,11 @@ class BoundedShutdown:
         output is written first."""
         for signum in SIGNALS:
             signal.signal(signum, signal.SIG_IGN)  # the stop is over: a late signal must not kill the process
-        self._done.set()
-        faulthandler.cancel_dump_traceback_later()
-        atexit._run_exitfuncs()
+        atexit._run_exitfuncs()  # still under the bound's watchdogs: a hanging exit handler is forced too
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:
                 stream.flush()
         ctypes.CDLL(None).fflush(None)  # the C streams too: the ROS loggers write through them
+        self._done.set()
+        faulthandler.cancel_dump_traceback_later()
         os._exit(code)
