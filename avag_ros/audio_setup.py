@@ -1,6 +1,8 @@
 """The audio source the node's parameters ask for, and its start, retried until it works."""
 from __future__ import annotations
 
+from rclpy.clock import Clock, ClockType
+
 from .audio_sources import AudioSource, FileSource, MicrophoneSource, TopicSource
 from .parameters import GroundingSettings
 
@@ -32,7 +34,8 @@ class AudioRunner:
     def start(self, source: AudioSource, retry_s: float) -> None:
         self._source, self._retry_s = source, retry_s
         self._try_start()
-        self._timer = self._node.create_timer(retry_s, self._retry)
+        # steady: with use_sim_time and no /clock a ROS-time timer would never retry
+        self._timer = self._node.create_timer(retry_s, self._retry, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def stop(self) -> None:
         if self._timer is not None:

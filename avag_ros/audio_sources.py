@@ -138,10 +138,10 @@ class MicrophoneSource(AudioSource):
             self.health = "ok (input overflow: samples were dropped)"
 
     def start(self) -> None:
-        import sounddevice  # imported here: it needs the PortAudio library only when a microphone is used
-
         self.stop()
         try:
+            import sounddevice  # here, and inside the try: without the PortAudio library it raises OSError
+
             self._stream = sounddevice.InputStream(device=self.device, channels=self.channels,
                                                    samplerate=self.sample_rate, dtype="float32",
                                                    callback=self._callback, blocksize=int(self.sample_rate * 0.02))
@@ -332,6 +332,7 @@ class TopicSource(AudioSource):
     def start(self) -> None:
         """Subscribe, unless already subscribed: the node's retries must not drop the AudioInfo already held."""
         from audio_common_msgs.msg import AudioData, AudioDataStamped, AudioInfo
+        from rclpy.clock import Clock, ClockType
         from rclpy.qos import QoSProfile
 
         if self._subscriptions:
@@ -344,7 +345,8 @@ class TopicSource(AudioSource):
                                           self._on_audio, QoSProfile(depth=10)),
         ]
         self.health = f"waiting for AudioInfo on {self.info_topic}"
-        self._latch_watch = self.node.create_timer(LATCH_CHECK_S, self._read_latched_info)
+        self._latch_watch = self.node.create_timer(LATCH_CHECK_S, self._read_latched_info,
+                                                   clock=Clock(clock_type=ClockType.STEADY_TIME))  # sim time too
         self._read_latched_info()
 
     def _read_latched_info(self) -> None:

@@ -193,6 +193,7 @@ class GroundingNode(LifecycleNode):
 
     def destroy_node(self) -> None:
         self._stop_inference()  # a node destroyed while active must not leave its loop waiting for images
+        self._audio.stop()  # nor its file player or microphone stream running
         self._destroy_ground_service()  # its thread spins a helper node on this node's context
         self._inference_thread.close()
         stop_forwarding(self._library_logs)
