@@ -126,9 +126,10 @@ class InferenceLoop:
             self._stats.count("rejected")
             log.warning(f"dropping image: {error}", throttle_duration_sec=2.0)
             return
-        settings, source, predictor = self._settings(), self._audio, self._predictor
+        settings, predictor = self._settings(), self._predictor
+        buffer = self._audio.buffer  # once: the topic source swaps its buffer when AudioInfo changes the rate
         try:
-            sound_active = sound_event_active(source.buffer, settings.audio_hold_s, settings.audio_min_level_db)
+            sound_active = sound_event_active(buffer, settings.audio_hold_s, settings.audio_min_level_db)
         except ValueError as error:
             self._stats.count("rejected")
             log.warning(f"skipping frame: {error}", throttle_duration_sec=2.0)
@@ -137,19 +138,19 @@ class InferenceLoop:
             if settings.publish_when_silent:
                 empty = np.zeros(rgb.shape[:2], bool)
                 self._outputs.publish(FrameResult(msg.header, rgb, empty, empty, None, False,
-                                                  source.buffer.level_db(settings.audio_hold_s)), depth_pin)
+                                                  buffer.level_db(settings.audio_hold_s)), depth_pin)
             return
-        audio = source.buffer.latest(settings.audio_window_s, align_s=EXAMPLE_SECONDS)
+        audio = buffer.latest(settings.audio_window_s, align_s=EXAMPLE_SECONDS)
         started = time.perf_counter()
         try:
-            prediction = predictor.predict(rgb, audio, source.sample_rate)
+            prediction = predictor.predict(rgb, audio, buffer.sample_rate)
         except ValueError as error:
             self._stats.count("rejected")
             log.warning(f"skipping frame: {error}", throttle_duration_sec=2.0)
             return
         model_s = time.perf_counter() - started
         self._outputs.publish(FrameResult(msg.header, rgb, prediction.function_mask, prediction.dependency_mask,
-                                          prediction, True, source.buffer.level_db(settings.audio_hold_s)),
+                                          prediction, True, buffer.level_db(settings.audio_hold_s)),
                               depth_pin)
         latency = (self._node.get_clock().now() - Time.from_msg(msg.header.stamp)).nanoseconds / 1e9
         self._stats.inference_done(latency, model_s)
