@@ -164,7 +164,6 @@ def test_the_service_waits_for_the_inference_thread_without_holding_back_the_nod
         assert answers[0]["success"] and answers[0]["message"] == "8000 samples at 16000"
         assert answers[0]["seconds"] >= 1.0
         assert not answers[1]["success"] and "coding_format 'mp3' is not PCM" in answers[1]["message"]
-        assert answers[1]["seconds"] < 1.0
         (taken, answered), = answered_between
         during = [t for t in arrivals if taken + 0.1 < t < answered - 0.1]
         assert len(during) >= 5, f"{len(during)} images reached the node while a request waited"
