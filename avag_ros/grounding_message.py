@@ -31,8 +31,8 @@ def grounding_message(header: Header, function_mask: np.ndarray, dependency_mask
                       sound_event_active: bool, audio_level_db: float,
                       regions: dict[str, RegionGeometry | None] | None = None):
     """The whole result of one frame. `header` is the camera image's; `regions` are the 3D targets by region
-    (avag_ros.depth_targets), None without depth. A region without geometry, or a function region without a pose,
-    leaves its values zero with the valid flag false (a zero quaternion: no pose)."""
+    (avag_ros.depth_targets), None without depth. A region without geometry leaves its values zero with the valid
+    flag false; a function region whose points fit no plane has a valid point and a zero quaternion (no pose)."""
     from avag_interfaces.msg import AffordanceGrounding
 
     message = AffordanceGrounding(header=header, function_mask=mask_to_image(function_mask, header),
