@@ -210,8 +210,10 @@ def imports_probe() -> None:
                    "prepare_dataset", "timing", "conftest",
                    *sorted({Path(test.split("::")[0]).stem for test in ros_free_cuda_tests()})]:
         importlib.import_module(module)
+    # the checkout's own sources: a venv made inside it (./.venv, as setup.sh makes) holds third-party modules
     ours = {Path(m.__file__) for m in list(sys.modules.values())
-            if getattr(m, "__file__", None) and Path(m.__file__).is_relative_to(REPO)}
+            if getattr(m, "__file__", None) and Path(m.__file__).suffix == ".py"
+            and Path(m.__file__).is_relative_to(REPO) and not Path(m.__file__).is_relative_to(REPO / ".venv")}
     local = {path.relative_to(REPO).parts[0].removesuffix(".py") for path in ours} | {path.stem for path in ours}
     wanted = set().union(*map(module_level_imports, ours)) - sys.stdlib_module_names - local - {"__future__"}
     owners = metadata.packages_distributions()
