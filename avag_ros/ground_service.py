@@ -18,11 +18,10 @@ from typing import Callable
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
-from .audio_sources import PCM_FORMATS, RingBuffer, check_audio_info, pcm_to_float
+from .audio_sources import MIN_AUDIO_S, PCM_FORMATS, RingBuffer, check_audio_info, pcm_to_float
 from .conversions import check_image, compressed_to_rgb, image_to_rgb
 from .grounding_message import grounding_message
 
-MIN_CLIP_S = 0.1  # as the stream: no inference on less audio than this
 # Longest a request waits for the inference thread: a model load or an export can hold it for minutes, and a
 # planner is better told than left waiting on a reply that may never come.
 ANSWER_TIMEOUT_S = 30.0
@@ -38,7 +37,7 @@ class GroundRequest:
     image: Image | None
 
 
-def decode_request(request, min_clip_s: float = MIN_CLIP_S) -> GroundRequest:
+def decode_request(request, min_clip_s: float = MIN_AUDIO_S) -> GroundRequest:
     """A GroundAffordance request as a GroundRequest, or ValueError saying what is wrong with it."""
     info = request.audio_info
     reason = check_audio_info(info)
