@@ -12,7 +12,7 @@ from avag_core.modeling.deformable_encoder import (DeformableEncoder, MultiScale
 from avag_core.modeling.fpn import SimpleFPN
 from avag_core.modeling.mask_attention import MaskConditionedAttention
 from avag_core.modeling.mask_head import QueryConditionedMaskHead
-from avag_core.modeling.mixer import CrossModalMixer
+from avag_core.modeling.mixer import CrossModalMixer, SemanticFusionBlock
 from avag_core.modeling.position_encoding import sine_position_encoding
 from avag_core.modeling.query_generator import QueryGenerator
 from avag_core.modeling.vggish import VGGish
@@ -151,6 +151,42 @@ def test_mask_attention_equals_straightforward_form(monkeypatch):
     assert torch.allclose(module(features, mask), expected, atol=1e-5)
     monkeypatch.setattr(mca_module, "ROW_CHUNK", 10)
     assert torch.allclose(module(features, mask), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("bias", ["per_head", "per_token"])
+@pytest.mark.parametrize("tokens, pixels", [(1, 7), (2, 4096), (20, 64)])
+def test_fusion_attention_equals_straightforward_form(bias, tokens, pixels):
+    torch.manual_seed(0)
+    block = SemanticFusionBlock(bias=bias)
+    for linear in (block.image_key, block.image_value, block.image_query, block.out_proj_image):
+        torch.nn.init.normal_(linear.bias)  # default init biases are small; the rewrite moves them around
+    vision = torch.randn(2, pixels, 256, requires_grad=True)
+    audio = torch.randn(2, tokens, 256, requires_grad=True)
+    prompts = torch.randn(256), torch.randn(256)
+    fast = block(vision, audio, *prompts)
+    fast_grads = torch.autograd.grad(sum(o.square().sum() for o in fast), [vision, audio, *block.parameters()])
+    block.audio_attends_to_vision = lambda a, v, b: reference.audio_attends_to_vision(block, a, v, b)
+    block.vision_attends_to_audio = lambda v, a, b: reference.vision_attends_to_audio(block, v, a, b)
+    slow = block(vision, audio, *prompts)
+    slow_grads = torch.autograd.grad(sum(o.square().sum() for o in slow), [vision, audio, *block.parameters()])
+    for a, b in zip(fast, slow):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    scale = max(g.abs().max() for g in slow_grads)
+    for a, b in zip(fast_grads, slow_grads):  # training runs the rewrite too
+        assert (a - b).abs().max() <= 1e-5 * scale
+
+
+def test_compressor_equals_straightforward_form():
+    torch.manual_seed(0)
+    compressor = MaskCompressor(num_queries=12).eval()
+    with torch.no_grad():
+        for norm in (m for m in compressor.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            norm.running_mean.normal_()
+        torch.nn.init.normal_(compressor.predict.bias)
+    logits = torch.randn(2, 12, 5, 7)
+    fast, slow = compressor(logits), reference.compress(compressor, logits)
+    assert fast.shape == slow.shape == (2, 1, 40, 56)
+    assert torch.allclose(fast, slow, atol=1e-5)
 
 
 def test_full_model_output_shapes_and_dtypes(tiny_model):

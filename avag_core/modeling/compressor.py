@@ -36,6 +36,9 @@ class MaskCompressor(nn.Module):
 
     def forward(self, query_logits: torch.Tensor) -> torch.Tensor:
         x = self.squeeze(query_logits)
-        for stage in self.upsample:
+        *stages, last = self.upsample
+        for stage in stages:
             x = F.interpolate(stage(x), scale_factor=2, mode="bilinear", align_corners=False)
-        return self.predict(x)
+        # The 1x1 predict conv before the last upsampling, not after: both are linear and bilinear weights sum to
+        # 1, so they commute, and the largest map is then interpolated with one channel instead of 2**stages.
+        return F.interpolate(self.predict(last(x)), scale_factor=2, mode="bilinear", align_corners=False)

@@ -1,10 +1,10 @@
-"""Semantic-conditioned cross-modal mixer (paper eq. 4-7, computed the way the released code computes it)."""
+"""Semantic-conditioned cross-modal mixer (paper eq. 4-7): the released code's values, computed with less work
+(its straightforward form: avag_core.modeling.reference)."""
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 TASKS = ("function", "dependency")
@@ -39,11 +39,45 @@ class SemanticFusionBlock(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # [B, heads, N, head_dim]
 
-    def _attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                bias: torch.Tensor) -> torch.Tensor:
-        out = F.scaled_dot_product_attention(self._heads(query), self._heads(key), self._heads(value),
-                                             attn_mask=bias.to(query.dtype))
+    def _head_weights(self, linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> weight [heads, head_dim, dim] and bias [heads, 1, head_dim]: each head's rows of `linear`."""
+        return linear.weight.unflatten(0, (self.heads, -1)), linear.bias.view(self.heads, 1, -1)
+
+    # Both attentions below have a few audio tokens (T) on one side and up to h*w visual tokens (N) on the other.
+    # Instead of projecting every visual token to queries, keys or values (N x dim x dim each), the projections
+    # are moved onto the audio side by associativity: q.(W v + b) = (W^T q).v + q.b, and a softmax row's weights
+    # sum to 1, so sum_j p_j (W v_j + b) = W (sum_j p_j v_j) + b. Same values, about heads*T/dim of the work.
+
+    def audio_attends_to_vision(self, audio: torch.Tensor, vision: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """audio [B, T, dim] queries attend to vision [B, N, dim] keys and values -> [B, T, dim], before out_proj."""
+        key_weight, key_bias = self._head_weights(self.image_key)
+        value_weight, value_bias = self._head_weights(self.image_value)
+        query = self._heads(self.audio_query(audio))  # [B, heads, T, head_dim]
+        batch, heads, tokens, head_dim = query.shape
+        scale = head_dim ** -0.5
+        # q.b is constant along a softmax row, so it cancels; kept so the key bias is used as in the released code
+        scores = ((query @ key_weight).flatten(1, 2) @ vision.transpose(1, 2)).view(batch, heads, tokens, -1)
+        scores = (scores + query @ key_bias.transpose(1, 2)) * scale + bias.to(query.dtype)
+        pooled = (scores.softmax(-1).flatten(1, 2) @ vision).view(batch, heads, tokens, -1)  # [B, heads, T, dim]
+        out = pooled @ value_weight.transpose(1, 2) + value_bias  # [B, heads, T, head_dim]
         return out.transpose(1, 2).flatten(2)
+
+    def vision_attends_to_audio(self, vision: torch.Tensor, audio: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """vision [B, N, dim] queries attend to audio [B, T, dim] -> [B, N, dim], out_proj included."""
+        query_weight, query_bias = self._head_weights(self.image_query)
+        key = self._heads(self.audio_key(audio))  # [B, heads, T, head_dim]
+        value = self._heads(self.audio_value(audio))
+        batch, heads, tokens, head_dim = key.shape
+        scale = head_dim ** -0.5
+        # [B, dim, heads*T]: each head's query projection folded into its keys
+        folded_keys = (query_weight.transpose(1, 2) @ key.transpose(2, 3)).permute(0, 2, 1, 3).flatten(2)
+        scores = (vision @ folded_keys).unflatten(-1, (heads, tokens)).transpose(1, 2)  # [B, heads, N, T]
+        scores = (scores + query_bias @ key.transpose(2, 3)) * scale + bias.to(vision.dtype)
+        # out_proj's columns for each head folded into that head's values: [B, heads*T, dim]
+        out_weight = self.out_proj_image.weight.unflatten(1, (heads, head_dim)).permute(1, 2, 0)
+        folded_values = (value @ out_weight).flatten(1, 2)
+        weights = scores.softmax(-1).transpose(1, 2).flatten(2)  # [B, N, heads*T]
+        return weights @ folded_values + self.out_proj_image.bias
 
     def _attention_bias(self, mlp: nn.Module, prompt: torch.Tensor, vision_magnitude: torch.Tensor,
                         audio_magnitude: torch.Tensor) -> torch.Tensor:
@@ -69,16 +103,14 @@ class SemanticFusionBlock(nn.Module):
         # Step A: audio queries attend to the visual tokens.
         audio_bias = self._attention_bias(self.audio_bias_mlp, audio_prompt,
                                           vision_norms if per_token else mean_vision, mean_audio)
-        attended = self.out_proj_audio(self._attend(self.audio_query(audio), self.image_key(vision),
-                                                    self.image_value(vision), audio_bias))
+        attended = self.out_proj_audio(self.audio_attends_to_vision(audio, vision, audio_bias))
         gate = torch.sigmoid(self.audio_gate(audio_prompt))
         audio = gate * attended + (1 - gate) * audio
 
         # Step B: visual queries attend to the updated audio tokens.
         image_bias = self._attention_bias(self.image_bias_mlp, image_prompt, mean_vision,
                                           audio.norm(dim=-1) if per_token else mean_audio)
-        attended = self.out_proj_image(self._attend(self.image_query(vision), self.audio_key(audio),
-                                                    self.audio_value(audio), image_bias))
+        attended = self.vision_attends_to_audio(vision, audio, image_bias)
         gate = torch.sigmoid(self.image_gate(image_prompt))
         return gate * attended + (1 - gate) * vision, audio
 
