@@ -149,6 +149,7 @@ def test_silence_publishes_nothing_or_empty_masks(files):
             assert diagnostics_values(probe)["sound_event_active"] == "False"
 
 
+@pytest.mark.slow  # endurance: 20 s of a 60 Hz flood
 def test_image_flood_keeps_memory_and_latency_bounded(files):
     """60 Hz of 225 KiB images into a node that infers slower. The node runs as its own process and its current
     RSS is read from /proc, so neither this process's peak (earlier tests) nor the probe's copies of the masks
