@@ -103,6 +103,7 @@ def test_export_refuses_quantize_without_calibration_and_a_calibration_folder_wi
     result = subprocess.run([*base, "--quantize", "int8", "--calibration", str(images_only)], capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 2 and "needs images" in result.stderr and "it has 1 and 0" in result.stderr
+    assert not (tmp_path / "out").exists()  # refused before exporting, not after
 
 
 @pytest.mark.slow  # int8 calibration

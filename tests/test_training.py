@@ -73,6 +73,7 @@ def test_bad_training_config_is_rejected(synthetic_index, tmp_path):
     assert result.returncode != 0 and "unknown keys" in result.stderr
 
 
+@pytest.mark.slow  # a training run before the two evaluations
 def test_evaluate_checkpoint_writes_table_json_and_masks(synthetic_index, tmp_path):
     out = tmp_path / "run"
     assert run_script("train.py", "--data", synthetic_index, "--out-dir", out, "--epochs", "1", "--max-steps", "1",
@@ -138,6 +139,7 @@ def test_distributed_training_with_torchrun_on_cpu(synthetic_index, tmp_path):
     assert state["val"]["samples_f"] == val_rows  # every val sample scored once across the two ranks
 
 
+@pytest.mark.slow  # a training run, with VGGish
 def test_paper_config_loads_official_pretrained_files(synthetic_index, tmp_path):
     """training/configs/avagd_b5.yaml with files in the official layouts (PVT-v2 release, torchvggish): the run
     starts from them, keeps VGGish frozen and the backbone frozen in its first epoch."""

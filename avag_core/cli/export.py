@@ -12,7 +12,7 @@ from ..checkpoints.weights import file_digest
 from ..config import PRESETS
 from ..inference import export as onnx_export
 from ..inference.export import DEFAULT_OPSET, export_onnx
-from ..inference.quantize import quantize_export
+from ..inference.quantize import calibration_files, quantize_export
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--quantize and --calibration go together")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
+        if args.quantize and args.calibration != "synthetic":
+            calibration_files(args.calibration)  # before the export, not after it
         overrides = {"image_size": args.image_size} if args.image_size else {}
         if args.checkpoint:
             model = load_model(args.checkpoint, **overrides)

@@ -38,11 +38,10 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 QUANTIZED_GRAPHS = ("image_encoder", "audio_encoder")
 
 
-def calibration_pairs(source: str, count: int = CALIBRATION_SAMPLES) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """(image, waveform, sample rate) triples from a folder, or from the synthetic task with `synthetic`."""
-    if source == "synthetic":
-        return [(p.image, p.sound, SAMPLE_RATE) for p in sample_pairs(CALIBRATION_SEED, count)]
-    folder = Path(source)
+def calibration_files(folder: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+    """A calibration folder's images and clips; a clear error if it lacks either. Cheap (nothing is decoded), so
+    that the export command can check it before the minutes of exporting."""
+    folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"calibration folder not found: {folder} (or give 'synthetic')")
     files = sorted(p for p in folder.rglob("*") if p.is_file())
@@ -51,6 +50,14 @@ def calibration_pairs(source: str, count: int = CALIBRATION_SAMPLES) -> list[tup
     if not images or not clips:
         raise ValueError(f"calibration folder {folder} needs images ({', '.join(IMAGE_SUFFIXES)}) and clips "
                          f"({', '.join(AUDIO_SUFFIXES)}); it has {len(images)} and {len(clips)}")
+    return images, clips
+
+
+def calibration_pairs(source: str, count: int = CALIBRATION_SAMPLES) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """(image, waveform, sample rate) triples from a folder, or from the synthetic task with `synthetic`."""
+    if source == "synthetic":
+        return [(p.image, p.sound, SAMPLE_RATE) for p in sample_pairs(CALIBRATION_SEED, count)]
+    images, clips = calibration_files(source)
     decoded = [load_audio(c) for c in clips[:count]]
     return [(load_image(image), *decoded[i % len(decoded)]) for i, image in enumerate(images[:count])]
 
