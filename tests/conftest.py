@@ -1,6 +1,9 @@
 """Shared fixtures. `../shared` exists on developer machines and in CI only: tests that need it skip without it."""
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import shutil
 import subprocess
 import sys
@@ -49,6 +52,22 @@ def run_script(name: str, *args, timeout: float = 600) -> subprocess.CompletedPr
     """Run training/<name> the way a user does, in a subprocess."""
     return subprocess.run([sys.executable, str(REPO / "training" / name), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout)
+
+
+def call_script(name: str, *args) -> subprocess.CompletedProcess:
+    """training/<name>'s main() in this process, with what it prints and its exit code as run_script returns them:
+    for its argument and input checks, without a second interpreter importing torch (seconds each)."""
+    spec = importlib.util.spec_from_file_location(f"training_{Path(name).stem}", REPO / "training" / name)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    argv = list(map(str, args))
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            code = script.main(argv)
+        except SystemExit as stop:  # argparse's errors
+            code = stop.code
+    return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())
 
 
 @pytest.fixture(scope="session")

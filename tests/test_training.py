@@ -11,7 +11,7 @@ import torch
 
 from avag_core.checkpoints.weights import load_checkpoint
 
-from conftest import REPO, run_script
+from conftest import REPO, call_script, run_script
 
 TRAIN_ARGS = ("--model", "avagformer_b0", "--image-size", "64", "--batch-size", "4", "--num-workers", "0",
               "--freeze-backbone-epochs", "1", "--lr", "1e-3", "--log-every", "1")
@@ -64,12 +64,13 @@ def test_resume_continues_from_the_last_checkpoint(synthetic_index, tmp_path):
     assert [r["epoch"] for r in read_metrics(out)] == ["0", "1"]
 
 
-def test_bad_training_config_is_rejected(synthetic_index, tmp_path):
-    result = run_script("train.py", "--data", synthetic_index, "--out-dir", tmp_path, "--precision", "fp8")
+def test_bad_training_config_is_rejected(tmp_path):
+    # checked as the arguments are read: the index folder is never opened, so none is made
+    result = call_script("train.py", "--data", tmp_path / "index", "--out-dir", tmp_path, "--precision", "fp8")
     assert result.returncode != 0 and "precision" in result.stderr
     config = tmp_path / "bad.yaml"
     config.write_text("learning_rate: 0.1\n")
-    result = run_script("train.py", "--config", config)
+    result = call_script("train.py", "--config", config)
     assert result.returncode != 0 and "unknown keys" in result.stderr
 
 
@@ -109,17 +110,17 @@ def test_evaluate_prediction_folders(tmp_path):
     write_png(pred / "a_dependency.png", np.zeros((10, 12), np.uint8))
     np.save(pred / "b_function.npy", np.zeros((10, 12), np.float32))  # all-zero, float
     write_png(pred / "b_dependency.png", np.zeros((10, 12), np.uint16))  # 16-bit
-    result = run_script("evaluate.py", "--predictions", pred, "--ground-truth", gt, "--json", tmp_path / "s.json")
+    result = call_script("evaluate.py", "--predictions", pred, "--ground-truth", gt, "--json", tmp_path / "s.json")
     assert result.returncode == 0, result.stderr
     scores = json.loads((tmp_path / "s.json").read_text())
     assert scores["mIoU_f"] == pytest.approx(50.0) and scores["samples_d"] == 0 and scores["samples_f"] == 2
     # Unmatched names and size mismatches end with a clear message and a non-zero exit.
     np.save(pred / "c_function.npy", np.zeros((10, 12), np.float32))
-    result = run_script("evaluate.py", "--predictions", pred, "--ground-truth", gt)
+    result = call_script("evaluate.py", "--predictions", pred, "--ground-truth", gt)
     assert result.returncode == 2 and "unmatched names" in result.stderr
     (pred / "c_function.npy").unlink()
     write_png(pred / "a_function.png", np.zeros((5, 5), np.uint8))
-    result = run_script("evaluate.py", "--predictions", pred, "--ground-truth", gt)
+    result = call_script("evaluate.py", "--predictions", pred, "--ground-truth", gt)
     assert result.returncode == 2 and "5x5 but its ground truth is 12x10" in result.stderr
 
 
