@@ -2,22 +2,25 @@
 reuse and without, and the predictor's time for a reused frame beside a full one.
 
     python bench/reuse.py [--presets avagformer_b0 avagformer_b5] [--size 512] [--row openvino:cpu:bf16]
-        [--frames 12] [--max-age-s 2]
+        [--seconds 12] [--rounds 4] [--max-age-s 2]
 
-A row is BACKEND:DEVICE:PRECISION; the default is the fastest CPU row: OpenVINO bf16 where the CPU has bf16
-instructions (AVX-512 BF16 or AMX), else OpenVINO fp32. Random seed-0 weights, exported once per preset.
+A row is BACKEND:DEVICE:PRECISION; the default is OpenVINO bf16 where the CPU has bf16 instructions (AVX-512 BF16
+or AMX), else OpenVINO fp32; openvino:cpu:int8 quantizes the export first (synthetic calibration, minutes for
+b5). Random seed-0 weights, exported once per preset.
 - still: one synthetic table scene, each frame a new exposure with sensor noise (sigma 2 grey levels);
-  moving: one of its objects slides 16 px (2.5 % of the width) per frame.
+  moving: its largest object slides 16 px (2.5 % of the width) per frame, six steps right, six back.
 - The sound goes on in real time, as the node reads it: before each frame, the samples of the wall time since the
   last frame are written into the node's own ring buffer (avag_ros.audio_sources.RingBuffer, 2 s already
   recorded before the first frame), and the frame gets the node's clip, the latest audio.window_s aligned to
   whole log-mel windows (0.96 s). So a new window is embedded about once per 0.96 s, not once per frame.
-- masks/s: frames over the wall time of `predict` on all of them, after one warm-up frame; with reuse at the
-  node's defaults (reuse.max_change, reuse.max_age_s), so a still stream still takes a keyframe every max_age_s
-  (on a machine so busy that a full frame takes longer than that, no frame can reuse).
+- masks/s: frames over the wall time of `predict` on all of them, after one warm-up frame, each stream run for
+  --seconds (its frames in a loop), in --rounds turns with the other three; with reuse at the node's defaults (reuse.max_change, reuse.max_age_s), so a
+  still stream still takes a keyframe every max_age_s, and --seconds, several times max_age_s, counts those
+  (on a machine so busy that a full frame takes longer than max_age_s, no frame can reuse).
 - reused / +window / full ms: on the still stream, the median `predict` time of the frames that reused the
   keyframe and found every audio window cached, of those that reused it but embedded a new window, and of the
-  frames without reuse.
+  frames without reuse; changed ms: on the moving stream, the median time of a frame that became a keyframe with
+  reuse on, beside a frame with reuse off (the cost reuse adds to a changed view).
 Before the table, the fingerprint change two noisy exposures of a still view give, and the change of an object
 moved by 2.5 % of the width: what the default reuse.max_change sits between.
 """
@@ -37,6 +40,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # avag_ros.parameters, run from anywhere
 
 from avag_core import AffordancePredictor, build_model  # noqa: E402
+from avag_core.inference.predictor import AudioEmbeddingCache  # noqa: E402
+from avag_core.inference.quantize import quantize_export  # noqa: E402
 from avag_core.audio import EXAMPLE_SECONDS  # noqa: E402
 from avag_core.data.synthetic import render_scene  # noqa: E402
 from avag_core.inference.export import export_onnx  # noqa: E402
@@ -75,16 +80,15 @@ def table_scene() -> tuple[np.ndarray, list[np.ndarray]]:
     return cv2.resize(scene.image, CAMERA_SIZE, interpolation=cv2.INTER_AREA), masks
 
 
-def streams(frames: int) -> dict[str, list[np.ndarray]]:
+def streams() -> dict[str, list[np.ndarray]]:
+    """12 noisy exposures of a still view, and 12 frames of a moving object: each a loop."""
     rng = np.random.default_rng(0)
     view, masks = table_scene()
     largest = max(masks, key=np.sum)
-    moving, shifted_view, shifted_mask = [], view, largest
-    for _ in range(frames + 1):
-        moving.append(exposure(shifted_view, rng))
-        shifted_view = slid(shifted_view, shifted_mask, MOVE_PX)
-        shifted_mask = np.roll(shifted_mask, MOVE_PX, axis=1)
-    return {"still": [exposure(view, rng) for _ in range(frames + 1)], "moving": moving}
+    # to and fro over six steps, so that it never reaches the frame's edge, where less of it would show
+    steps = [min(k, 12 - k) for k in range(12)]
+    moving = [exposure(slid(view, largest, MOVE_PX * step), rng) for step in steps]
+    return {"still": [exposure(view, rng) for _ in range(12)], "moving": moving}
 
 
 class LiveSound:
@@ -122,27 +126,48 @@ def fingerprint_figures() -> None:
     print(f"  default reuse.max_change: {spec('reuse.max_change').default:g}\n")
 
 
-def run_stream(predictor: AffordancePredictor, frames: list[np.ndarray]) -> tuple:
-    """-> masks per second, and per frame: time (ms), whether it reused, whether it embedded a new audio window;
-    after one warm-up frame."""
-    sound = LiveSound()
-    predictor.predict(frames[0], sound.clip(), SAMPLE_RATE)
-    times, reused, new_window = [], [], []
-    started = time.perf_counter()
-    for frame in frames[1:]:
-        begun, cached = time.perf_counter(), len(predictor.audio_cache)
-        predictor.predict(frame, sound.clip(), SAMPLE_RATE)
-        times.append((time.perf_counter() - begun) * 1000)
-        reused.append(predictor.view_reuse is not None and predictor.view_reuse.last_reused)
-        new_window.append(len(predictor.audio_cache) > cached)
-    return (len(frames) - 1) / (time.perf_counter() - started), times, reused, new_window
+class StreamRun:
+    """One stream through the shared predictor with its own reuse state, audio cache and sound, timed in segments
+    so that the four streams of a preset take turns (the machine's drift then falls on all of them alike)."""
+
+    def __init__(self, predictor: AffordancePredictor, frames: list[np.ndarray], reuse: ViewReuse | None) -> None:
+        self.predictor, self.frames, self.reuse = predictor, frames, reuse
+        self.audio_cache = AudioEmbeddingCache()
+        self.sound = LiveSound()
+        self.times: list[float] = []  # ms per frame
+        self.reused: list[bool] = []
+        self.new_window: list[bool] = []  # embedded an audio window it had not seen
+        self.busy_s = 0.0
+        self.warmed = False
+
+    def run(self, seconds: float) -> None:
+        predictor = self.predictor
+        predictor.view_reuse, predictor.audio_cache = self.reuse, self.audio_cache
+        if not self.warmed:
+            predictor.predict(self.frames[0], self.sound.clip(), SAMPLE_RATE)
+            self.warmed = True
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            frame = self.frames[(len(self.times) + 1) % len(self.frames)]
+            begun, cached = time.perf_counter(), len(self.audio_cache)
+            predictor.predict(frame, self.sound.clip(), SAMPLE_RATE)
+            self.times.append((time.perf_counter() - begun) * 1000)
+            self.reused.append(self.reuse is not None and self.reuse.last_reused)
+            self.new_window.append(len(self.audio_cache) > cached)
+        self.busy_s += time.perf_counter() - started
+
+    def rate(self) -> str:
+        shown = f"{len(self.times) / self.busy_s:.2f}"
+        return shown if self.reuse is None else f"{shown} ({sum(self.reused)}/{len(self.reused)} reused)"
+
+    def median_ms(self, reused: bool | None = None, new_window: bool | None = None) -> str:
+        """Median time of the frames that reused (or not) and embedded a new window (or not); None: any."""
+        times = [t for t, r, w in zip(self.times, self.reused, self.new_window)
+                 if reused in (None, r) and new_window in (None, w)]
+        return f"{statistics.median(times):.0f}" if times else "-"
 
 
-def median_ms(times: list[float]) -> str:
-    return f"{statistics.median(times):.0f}" if times else "-"
-
-
-def measure(preset: str, size: int, row: str, frames: int, max_age_s: float) -> None:
+def measure(preset: str, size: int, row: str, seconds: float, rounds: int, max_age_s: float) -> None:
     backend, device, precision = row.split(":")
     torch.manual_seed(0)
     model = build_model(preset, image_size=size).eval()
@@ -150,24 +175,23 @@ def measure(preset: str, size: int, row: str, frames: int, max_age_s: float) -> 
         if backend == "torch":
             predictor = AffordancePredictor.from_model(model, device, precision)
         else:
-            predictor = AffordancePredictor.from_checkpoint(export_onnx(model, folder), device, precision,
-                                                            backend=backend)
+            export = export_onnx(model, folder)
+            if precision == "int8":
+                quantize_export(export, "synthetic")  # random weights: any calibration images do
+            predictor = AffordancePredictor.from_checkpoint(export, device, precision, backend=backend)
         del model
-        views = streams(frames)
-        results = {}
-        for reuse in (False, True):
-            for name, stream in views.items():
-                predictor.view_reuse = ViewReuse(spec("reuse.max_change").default, max_age_s) if reuse else None
-                predictor.audio_cache = type(predictor.audio_cache)()
-                results[name, reuse] = run_stream(predictor, stream)
-        _, still_times, still_reused, new_window = results["still", True]
-        cached_ms = [t for t, r, w in zip(still_times, still_reused, new_window) if r and not w]
-        window_ms = [t for t, r, w in zip(still_times, still_reused, new_window) if r and w]
-        print(f"| {preset} | {size} | {row} | {results['still', False][0]:.2f} | {results['still', True][0]:.2f} "
-              f"({sum(still_reused)}/{frames} reused) | {results['moving', False][0]:.2f} | "
-              f"{results['moving', True][0]:.2f} ({sum(results['moving', True][2])}/{frames} reused) | "
-              f"{median_ms(cached_ms)} | {median_ms(window_ms)} | {median_ms(results['still', False][1])} |",
-              flush=True)
+        views = streams()
+        runs = {(name, reuse): StreamRun(predictor, frames, ViewReuse(spec("reuse.max_change").default, max_age_s)
+                                         if reuse else None)
+                for reuse in (False, True) for name, frames in views.items()}
+        for _ in range(rounds):
+            for run in runs.values():
+                run.run(seconds / rounds)
+        still, moving = runs["still", True], runs["moving", True]
+        print(f"| {preset} | {size} | {row} | {runs['still', False].rate()} | {still.rate()} | "
+              f"{runs['moving', False].rate()} | {moving.rate()} | {still.median_ms(True, False)} | "
+              f"{still.median_ms(True, True)} | {runs['still', False].median_ms()} | "
+              f"{moving.median_ms(False)} / {runs['moving', False].median_ms()} |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,17 +199,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", nargs="+", default=["avagformer_b0", "avagformer_b5"])
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--row", default=fastest_cpu_row(), help="BACKEND:DEVICE:PRECISION")
-    parser.add_argument("--frames", type=int, default=12, help="timed frames per stream")
+    parser.add_argument("--seconds", type=float, default=12.0, help="how long each stream runs, in all")
+    parser.add_argument("--rounds", type=int, default=4, help="segments each stream's time is cut into")
     parser.add_argument("--max-age-s", type=float, default=spec("reuse.max_age_s").default,
                         help="reuse.max_age_s (default: the node's)")
     args = parser.parse_args(argv)
     fingerprint_figures()
-    print(f"masks per second, 640x480 stream, {args.frames} frames, {torch.get_num_threads()} torch threads")
+    print(f"masks per second, 640x480 stream, {args.seconds:g} s each in {args.rounds} turns, "
+          f"{torch.get_num_threads()} torch threads")
     print("| preset | px | row | still, no reuse | still, reuse | moving, no reuse | moving, reuse | reused ms | "
-          "+window ms | full ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "+window ms | full ms | changed ms, reuse on / off |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for preset in args.presets:
-        measure(preset, args.size, args.row, args.frames, args.max_age_s)
+        measure(preset, args.size, args.row, args.seconds, args.rounds, args.max_age_s)
     return 0
 
 
