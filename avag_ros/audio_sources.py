@@ -42,9 +42,11 @@ class RingBuffer:
 
     def write(self, samples: np.ndarray, stamp_ns: int) -> None:
         """Append mono samples; `stamp_ns` is the ROS time of the last one."""
-        samples = np.asarray(samples, np.float32).reshape(-1)[-self._data.size:]
+        samples = np.asarray(samples, np.float32).reshape(-1)
+        total = samples.size  # all of them count as written, even where a block overflows the ring
+        samples = samples[-self._data.size:]
         with self._lock:
-            start = self._written % self._data.size
+            start = (self._written + total - samples.size) % self._data.size
             end = start + samples.size
             if end <= self._data.size:
                 self._data[start:end] = samples
@@ -52,7 +54,7 @@ class RingBuffer:
                 split = self._data.size - start
                 self._data[start:] = samples[:split]
                 self._data[:end - self._data.size] = samples[split:]
-            self._written += samples.size
+            self._written += total
             self._last_stamp_ns = stamp_ns
 
     def latest(self, seconds: float, align_s: float = 0.0) -> np.ndarray:

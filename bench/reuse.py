@@ -1,22 +1,24 @@
-"""Image-feature reuse (avag_core.inference.view_reuse): masks per second on a still and on a moving 640x480 stream, with
-reuse and without, and the predictor's time for a reused frame beside a full one.
+"""Image-feature reuse (avag_core.inference.view_reuse): masks per second on a still and on a moving 640x480
+stream, with reuse and without, and the predictor's time for a reused frame beside a full one.
 
     python bench/reuse.py [--presets avagformer_b0 avagformer_b5] [--size 512] [--row openvino:cpu:bf16]
-        [--seconds 12] [--rounds 4] [--max-age-s 2]
+        [--seconds 12] [--rounds 4] [--max-age-s 2 5]
 
 A row is BACKEND:DEVICE:PRECISION; the default is OpenVINO bf16 where the CPU has bf16 instructions (AVX-512 BF16
 or AMX), else OpenVINO fp32; openvino:cpu:int8 quantizes the export first (synthetic calibration, minutes for
 b5). Random seed-0 weights, exported once per preset.
 - still: one synthetic table scene, each frame a new exposure with sensor noise (sigma 2 grey levels);
-  moving: its largest object slides 16 px (2.5 % of the width) per frame, six steps right, six back.
-- The sound goes on in real time, as the node reads it: before each frame, the samples of the wall time since the
+  moving: its largest object drawn again 16 px (2.5 % of the width) further right each frame, six steps right,
+  six back.
+- The sound goes on in real time, as the node reads it: before each frame, the samples of the time since the
   last frame are written into the node's own ring buffer (avag_ros.audio_sources.RingBuffer, 2 s already
   recorded before the first frame), and the frame gets the node's clip, the latest audio.window_s aligned to
   whole log-mel windows (0.96 s). So a new window is embedded about once per 0.96 s, not once per frame.
-- masks/s: frames over the wall time of `predict` on all of them, after one warm-up frame, each stream run for
-  --seconds (its frames in a loop), in --rounds turns with the other three; with reuse at the node's defaults (reuse.max_change, reuse.max_age_s), so a
-  still stream still takes a keyframe every max_age_s, and --seconds, several times max_age_s, counts those
-  (on a machine so busy that a full frame takes longer than max_age_s, no frame can reuse).
+- Each stream runs for --seconds (its frames in a loop), in --rounds turns alternating with the others, and has
+  its own clock that runs only during its turns: its sound and its keyframe's age see one unbroken stream.
+- masks/s: frames over the time of `predict` on all of them, after one warm-up frame; with reuse at the node's
+  reuse.max_change and each --max-age-s, so a still stream takes a keyframe every max_age_s, which the figure
+  counts (on a machine so busy that a full frame takes longer than max_age_s, no frame can reuse).
 - reused / +window / full ms: on the still stream, the median `predict` time of the frames that reused the
   keyframe and found every audio window cached, of those that reused it but embedded a new window, and of the
   frames without reuse; changed ms: on the moving stream, the median time of a frame that became a keyframe with
@@ -32,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -65,7 +68,8 @@ def exposure(view: np.ndarray, rng: np.random.Generator, sigma: float = NOISE_SI
 
 
 def slid(view: np.ndarray, mask: np.ndarray, dx: int) -> np.ndarray:
-    """`view` with the object under `mask` drawn `dx` pixels to the right."""
+    """`view` with the object under `mask` drawn again `dx` pixels to the right. Its old place is left as it was:
+    less change than a real move, which would also uncover what lay behind it."""
     moved = view.copy()
     ys, xs = np.nonzero(mask)
     inside = xs + dx < view.shape[1]
@@ -92,17 +96,17 @@ def streams() -> dict[str, list[np.ndarray]]:
 
 
 class LiveSound:
-    """A microphone's stream in wall time, read the node's way (avag_ros.inference_loop)."""
+    """A microphone's stream in `clock`'s time, read the node's way (avag_ros.inference_loop)."""
 
     PREROLL_S = 2.0
 
-    def __init__(self, seed: int = 1) -> None:
+    def __init__(self, clock: Callable[[], float], seed: int = 1) -> None:
         self._noise = np.random.default_rng(seed)
+        self._clock = clock
         self.buffer = RingBuffer(SAMPLE_RATE, capacity_s=10.0)
-        self._started = time.perf_counter() - self.PREROLL_S
 
     def clip(self) -> np.ndarray:
-        due = int((time.perf_counter() - self._started) * SAMPLE_RATE) - self.buffer.written
+        due = int((self._clock() + self.PREROLL_S) * SAMPLE_RATE) - self.buffer.written
         if due > 0:
             self.buffer.write(self._noise.normal(0.0, 0.1, due).astype(np.float32), 0)
         return self.buffer.latest(spec("audio.window_s").default, align_s=EXAMPLE_SECONDS)
@@ -127,22 +131,34 @@ def fingerprint_figures() -> None:
 
 
 class StreamRun:
-    """One stream through the shared predictor with its own reuse state, audio cache and sound, timed in segments
-    so that the four streams of a preset take turns (the machine's drift then falls on all of them alike)."""
+    """One stream through the shared predictor with its own reuse state, audio cache and sound, timed in turns so
+    that the four streams of a preset alternate (the machine's drift then falls on all of them alike). Its clock
+    runs only during its own turns: to its keyframe and its sound, the other streams' turns never happened."""
 
-    def __init__(self, predictor: AffordancePredictor, frames: list[np.ndarray], reuse: ViewReuse | None) -> None:
-        self.predictor, self.frames, self.reuse = predictor, frames, reuse
+    def __init__(self, predictor: AffordancePredictor, frames: list[np.ndarray], max_age_s: float | None) -> None:
+        self.predictor, self.frames = predictor, frames
+        self._clock_before_turn = 0.0
+        self._turn_started: float | None = None
+        self.reuse = None if max_age_s is None else ViewReuse(spec("reuse.max_change").default, max_age_s,
+                                                               clock=self.clock)
         self.audio_cache = AudioEmbeddingCache()
-        self.sound = LiveSound()
+        self.sound = LiveSound(self.clock)
         self.times: list[float] = []  # ms per frame
         self.reused: list[bool] = []
         self.new_window: list[bool] = []  # embedded an audio window it had not seen
         self.busy_s = 0.0
         self.warmed = False
 
+    def clock(self) -> float:
+        """Seconds of this stream's own turns so far."""
+        if self._turn_started is None:
+            return self._clock_before_turn
+        return self._clock_before_turn + time.perf_counter() - self._turn_started
+
     def run(self, seconds: float) -> None:
         predictor = self.predictor
         predictor.view_reuse, predictor.audio_cache = self.reuse, self.audio_cache
+        self._turn_started = time.perf_counter()
         if not self.warmed:
             predictor.predict(self.frames[0], self.sound.clip(), SAMPLE_RATE)
             self.warmed = True
@@ -155,6 +171,7 @@ class StreamRun:
             self.reused.append(self.reuse is not None and self.reuse.last_reused)
             self.new_window.append(len(self.audio_cache) > cached)
         self.busy_s += time.perf_counter() - started
+        self._clock_before_turn, self._turn_started = self.clock(), None
 
     def rate(self) -> str:
         shown = f"{len(self.times) / self.busy_s:.2f}"
@@ -167,7 +184,7 @@ class StreamRun:
         return f"{statistics.median(times):.0f}" if times else "-"
 
 
-def measure(preset: str, size: int, row: str, seconds: float, rounds: int, max_age_s: float) -> None:
+def measure(preset: str, size: int, row: str, seconds: float, rounds: int, max_ages_s: list[float]) -> None:
     backend, device, precision = row.split(":")
     torch.manual_seed(0)
     model = build_model(preset, image_size=size).eval()
@@ -181,17 +198,17 @@ def measure(preset: str, size: int, row: str, seconds: float, rounds: int, max_a
             predictor = AffordancePredictor.from_checkpoint(export, device, precision, backend=backend)
         del model
         views = streams()
-        runs = {(name, reuse): StreamRun(predictor, frames, ViewReuse(spec("reuse.max_change").default, max_age_s)
-                                         if reuse else None)
-                for reuse in (False, True) for name, frames in views.items()}
+        runs = {(name, age): StreamRun(predictor, frames, age)
+                for age in (None, *max_ages_s) for name, frames in views.items()}
         for _ in range(rounds):
             for run in runs.values():
                 run.run(seconds / rounds)
-        still, moving = runs["still", True], runs["moving", True]
-        print(f"| {preset} | {size} | {row} | {runs['still', False].rate()} | {still.rate()} | "
-              f"{runs['moving', False].rate()} | {moving.rate()} | {still.median_ms(True, False)} | "
-              f"{still.median_ms(True, True)} | {runs['still', False].median_ms()} | "
-              f"{moving.median_ms(False)} / {runs['moving', False].median_ms()} |", flush=True)
+        for age in max_ages_s:
+            still, moving = runs["still", age], runs["moving", age]
+            print(f"| {preset} | {size} | {row} | {age:g} | {runs['still', None].rate()} | {still.rate()} | "
+                  f"{runs['moving', None].rate()} | {moving.rate()} | {still.median_ms(True, False)} | "
+                  f"{still.median_ms(True, True)} | {runs['still', None].median_ms()} | "
+                  f"{moving.median_ms(False)} / {runs['moving', None].median_ms()} |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,15 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--row", default=fastest_cpu_row(), help="BACKEND:DEVICE:PRECISION")
     parser.add_argument("--seconds", type=float, default=12.0, help="how long each stream runs, in all")
     parser.add_argument("--rounds", type=int, default=4, help="segments each stream's time is cut into")
-    parser.add_argument("--max-age-s", type=float, default=spec("reuse.max_age_s").default,
-                        help="reuse.max_age_s (default: the node's)")
+    parser.add_argument("--max-age-s", type=float, nargs="+", default=[spec("reuse.max_age_s").default],
+                        help="reuse.max_age_s values, each a pair of reuse streams (default: the node's)")
     args = parser.parse_args(argv)
     fingerprint_figures()
     print(f"masks per second, 640x480 stream, {args.seconds:g} s each in {args.rounds} turns, "
           f"{torch.get_num_threads()} torch threads")
-    print("| preset | px | row | still, no reuse | still, reuse | moving, no reuse | moving, reuse | reused ms | "
-          "+window ms | full ms | changed ms, reuse on / off |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| preset | px | row | max_age_s | still, no reuse | still, reuse | moving, no reuse | moving, reuse | "
+          "reused ms | +window ms | full ms | changed ms, reuse on / off |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for preset in args.presets:
         measure(preset, args.size, args.row, args.seconds, args.rounds, args.max_age_s)
     return 0

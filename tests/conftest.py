@@ -57,16 +57,20 @@ def run_script(name: str, *args, timeout: float = 600) -> subprocess.CompletedPr
 def call_script(name: str, *args) -> subprocess.CompletedProcess:
     """training/<name>'s main() in this process, with what it prints and its exit code as run_script returns them:
     for its argument and input checks, without a second interpreter importing torch (seconds each)."""
-    spec = importlib.util.spec_from_file_location(f"training_{Path(name).stem}", REPO / "training" / name)
+    module_name = f"training_{Path(name).stem}"
+    spec = importlib.util.spec_from_file_location(module_name, REPO / "training" / name)
     script = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = script  # as the import system does, for what looks its module up while it runs
     spec.loader.exec_module(script)
     argv = list(map(str, args))
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
             code = script.main(argv)
-        except SystemExit as stop:  # argparse's errors
-            code = stop.code
+        except SystemExit as stop:  # argparse's errors; the interpreter's rule for the other kinds of code
+            code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
+            if isinstance(stop.code, str):
+                print(stop.code, file=sys.stderr)
     return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())
 
 

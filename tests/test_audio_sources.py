@@ -22,6 +22,18 @@ def test_ring_buffer_wraps_and_returns_latest():
     assert buffer.written == 13 and buffer.last_stamp_ns == 2
 
 
+def test_a_block_longer_than_the_ring_counts_every_sample_it_held():
+    """The window grid counts samples since the stream began, so an overflowing block must count whole."""
+    buffer = RingBuffer(sample_rate=10, capacity_s=1.0)  # 10 samples
+    buffer.write(np.arange(3, dtype=np.float32), stamp_ns=1)
+    buffer.write(np.arange(3, 28, dtype=np.float32), stamp_ns=2)  # 25 samples into a ring of 10
+    assert buffer.written == 28
+    assert buffer.latest(1.0).tolist() == list(range(18, 28))
+    assert buffer.latest(1.0, align_s=0.5).tolist() == list(range(20, 28))  # sample 20 is on the 5-sample grid
+    buffer.write(np.arange(28, 31, dtype=np.float32), stamp_ns=3)
+    assert buffer.latest(1.0).tolist() == list(range(21, 31))
+
+
 def test_ring_buffer_aligned_windows_start_on_the_grid():
     buffer = RingBuffer(sample_rate=10, capacity_s=5.0)
     buffer.write(np.arange(23, dtype=np.float32), 0)

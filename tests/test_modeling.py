@@ -171,9 +171,11 @@ def test_fusion_attention_equals_straightforward_form(bias, tokens, pixels):
     slow_grads = torch.autograd.grad(sum(o.square().sum() for o in slow), [vision, audio, *block.parameters()])
     for a, b in zip(fast, slow):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
-    scale = max(g.abs().max() for g in slow_grads)
+    # Each gradient against its own size; the floor, a millionth of the largest, is for those that are zero but
+    # for rounding (the key bias, which softmax cancels)
+    floor = 1e-6 * max(g.abs().max() for g in slow_grads)
     for a, b in zip(fast_grads, slow_grads):  # training runs the rewrite too
-        assert (a - b).abs().max() <= 1e-5 * scale
+        assert (a - b).abs().max() <= 1e-4 * b.abs().max() + floor
 
 
 def test_compressor_equals_straightforward_form():

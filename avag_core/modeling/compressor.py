@@ -24,6 +24,8 @@ class MaskCompressor(nn.Module):
 
     def __init__(self, num_queries: int = 300, dim: int = 64, upsample_stages: int = 3) -> None:
         super().__init__()
+        if upsample_stages < 1:
+            raise ValueError(f"upsample_stages must be at least 1, got {upsample_stages}")
         self.squeeze = nn.Sequential(nn.Conv2d(num_queries, dim, 1), nn.BatchNorm2d(dim), nn.ReLU(inplace=True),
                                      SqueezeExcite(dim), nn.Conv2d(dim, 1, 1))
         stages = []
