@@ -44,6 +44,14 @@ def module_folder(tmp_path_factory, request):
 
 
 @pytest.fixture(scope="session")
+def small_export(tmp_path_factory):
+    """small_model(**LIGHT_AUDIO) exported once for the session, for tests that only read an export folder (several
+    seconds an export); tests that write to one or remove from one make their own."""
+    from avag_core.inference.export import export_onnx
+    return export_onnx(small_model(**LIGHT_AUDIO), tmp_path_factory.mktemp("small_export"))
+
+
+@pytest.fixture(scope="session")
 def tiny_model():
     return small_model().eval()
 

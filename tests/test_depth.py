@@ -183,18 +183,22 @@ def test_a_depth_image_of_another_size_is_placed_through_its_camera_info(files):
         np.testing.assert_allclose(published, truth, atol=1e-3)
 
 
+# One case per counter in the default tier; the other rejections, each also named by a unit test of its rule
+# (test_geometry, test_depth_buffer), through DDS in the slow tier.
 @pytest.mark.parametrize("case, counter, message", [
     # 0.1 s: over depth.max_offset_s, yet under half the publishing period, so no later frame's depth is nearer
     ("depth 0.1 s older", "frames_without_depth", "0.100 s from the colour frame"),
     ("no CameraInfo", "frames_without_camera_info", "no CameraInfo received"),
-    ("CameraInfo of neither size", "depth_rejected", "the depth image is 48x36 but its CameraInfo describes 50x50"),
+    pytest.param("CameraInfo of neither size", "depth_rejected",
+                 "the depth image is 48x36 but its CameraInfo describes 50x50", marks=pytest.mark.slow),
     # A raw, unaligned depth topic remapped in, with the colour camera's CameraInfo: once taken for a scaled copy.
     ("CameraInfo of the colour image", "depth_rejected", "the depth image is 48x24 but its CameraInfo describes "
                                                          "96x72"),
-    ("another field of view", "depth_rejected", "the depth image is 48x24, the colour image 96x72: another aspect "
-                                                "ratio"),
-    ("unknown encoding", "depth_rejected", "unsupported depth encoding '8UC1'"),
-    ("unknown distortion model", "depth_rejected", "cannot undo lens distortion 'kannala_brandt'"),
+    pytest.param("another field of view", "depth_rejected",
+                 "the depth image is 48x24, the colour image 96x72: another aspect ratio", marks=pytest.mark.slow),
+    pytest.param("unknown encoding", "depth_rejected", "unsupported depth encoding '8UC1'", marks=pytest.mark.slow),
+    pytest.param("unknown distortion model", "depth_rejected", "cannot undo lens distortion 'kannala_brandt'",
+                 marks=pytest.mark.slow),
 ])
 def test_a_frame_without_usable_depth_keeps_its_masks_and_is_counted(files, capfd, case, counter, message):
     depth = plane_depth(tilted_normal(0.0), 1.0)

@@ -1,9 +1,12 @@
-"""DepthBuffer: which depth image a colour frame is paired with, and what the buffer keeps for a pending frame.
-No DDS: the buffer is fed messages directly, as its subscription callbacks would."""
+"""DepthBuffer: which depth image a colour frame is paired with, and what the buffer keeps for a pending frame; and
+which depth images a CameraInfo describes. No DDS: the buffer is fed messages directly, as its subscription
+callbacks would."""
 import pytest
 from sensor_msgs.msg import CameraInfo, Image
 
-from avag_ros.depth_targets import DEPTH_BUFFER, DepthBuffer, DepthUnavailable
+from avag_ros.conversions import depth_image
+from avag_ros.depth_targets import DEPTH_BUFFER, DepthBuffer, DepthUnavailable, depth_grid_intrinsics
+from avag_ros.geometry import Intrinsics
 
 MS = 1_000_000  # nanoseconds
 
@@ -87,3 +90,42 @@ def test_a_released_pin_no_longer_follows_new_depth(buffer):
     buffer.add_image(depth_at(base))
     with pytest.raises(DepthUnavailable, match=r"0\.030 s from the colour frame"):
         buffer.pair(pin, max_offset_s=0.01)
+
+
+def intrinsics(width: int, height: int) -> Intrinsics:
+    return Intrinsics(fx=50.0, fy=50.0, cx=width / 2, cy=height / 2, width=width, height=height)
+
+
+@pytest.mark.parametrize("info, depth_shape, colour_shape, message", [
+    (intrinsics(50, 50), (36, 48), (72, 96), "the depth image is 48x36 but its CameraInfo describes 50x50"),
+    # a raw depth topic with the colour camera's CameraInfo
+    (intrinsics(96, 72), (24, 48), (72, 96), "the depth image is 48x24 but its CameraInfo describes 96x72"),
+    (intrinsics(48, 24), (24, 48), (72, 96), "the depth image is 48x24, the colour image 96x72: another aspect ratio"),
+])
+def test_a_depth_image_its_camera_info_does_not_describe_is_rejected_naming_both(info, depth_shape, colour_shape,
+                                                                               message):
+    with pytest.raises(DepthUnavailable, match=message) as error:
+        depth_grid_intrinsics(info, depth_shape, colour_shape)
+    assert error.value.kind == "depth_rejected"
+
+
+@pytest.mark.parametrize("info, depth_shape, colour_shape", [
+    (intrinsics(48, 36), (36, 48), (72, 96)),  # half the colour image: same field of view
+    (intrinsics(96, 72), (72, 96), (72, 96)),
+    (intrinsics(47, 36), (36, 47), (72, 96)),  # 36 rows where 35.25 would be exact: within a pixel
+])
+def test_a_depth_image_described_by_its_camera_info_keeps_those_intrinsics(info, depth_shape, colour_shape):
+    assert depth_grid_intrinsics(info, depth_shape, colour_shape) == info
+
+
+def test_an_unset_camera_info_size_stands_for_the_colour_image_size():
+    unset = Intrinsics(fx=50.0, fy=50.0, cx=48.0, cy=36.0, width=0, height=0)
+    filled = depth_grid_intrinsics(unset, (72, 96), (72, 96))
+    assert (filled.width, filled.height) == (96, 72)
+    with pytest.raises(DepthUnavailable, match="48x36 but its CameraInfo describes 0x0"):
+        depth_grid_intrinsics(unset, (36, 48), (72, 96))
+
+
+def test_an_unknown_depth_encoding_is_named():
+    with pytest.raises(ValueError, match="unsupported depth encoding '8UC1'"):
+        depth_image(Image(encoding="8UC1", width=1, height=1, step=1, data=b"\x00"))

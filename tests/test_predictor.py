@@ -10,10 +10,13 @@ from conftest import LIGHT_AUDIO, small_model
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def predictor(request):
+def predictor(request, small_export):
     """Every test that takes this fixture runs on every backend: they must behave identically. None is about VGGish
-    (test_export covers exporting it), so the light audio encoder spares an export of 288 MB per backend."""
-    return AffordancePredictor.from_model(small_model(**LIGHT_AUDIO), device="cpu", backend=request.param)
+    (test_export covers exporting it), so the light audio encoder spares an export of 288 MB; the exported backends
+    share the session's export of that same model."""
+    if request.param == "torch":
+        return AffordancePredictor.from_model(small_model(**LIGHT_AUDIO), device="cpu")
+    return AffordancePredictor.from_checkpoint(small_export, device="cpu", backend=request.param)
 
 
 def tone(seconds=1.5, rate=22050, freq=440.0):

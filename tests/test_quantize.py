@@ -13,12 +13,10 @@ from sensor_msgs.msg import Image
 from avag_core import AffordancePredictor
 from avag_core.cli.export import main as export_main
 from avag_core.data.synthetic import sample_pairs
-from avag_core.inference.export import export_onnx
 from avag_core.inference.manifest import MANIFEST_NAME
 from avag_core.training.evaluation import score_predictor
 from avag_ros.demo import DEMO_CHECKPOINT
 
-from conftest import LIGHT_AUDIO, small_model
 from ros_support import Probe, grounding_node, ros_domain, write_tone
 
 VAL_SEED = 2  # the calibration draws with seed 1 (avag_core.inference.quantize.CALIBRATION_SEED)
@@ -71,8 +69,8 @@ def test_the_manifest_records_the_int8_graphs_and_their_calibration(quantized):
         assert (quantized / file).is_file() and (quantized / file.replace(".xml", ".bin")).is_file()
 
 
-def test_bf16_runs_where_the_cpu_has_it_and_is_refused_naming_it_where_not(tmp_path):
-    folder = export_onnx(small_model(**LIGHT_AUDIO), tmp_path / "export")
+def test_bf16_runs_where_the_cpu_has_it_and_is_refused_naming_it_where_not(small_export):
+    folder = small_export
     if cpu_has_bf16():
         predictor = AffordancePredictor.from_checkpoint(folder, device="cpu", precision="bf16", backend="openvino")
         assert predictor.backend.target[1]["INFERENCE_PRECISION_HINT"] == "bf16"
@@ -81,8 +79,8 @@ def test_bf16_runs_where_the_cpu_has_it_and_is_refused_naming_it_where_not(tmp_p
             AffordancePredictor.from_checkpoint(folder, device="cpu", precision="bf16", backend="openvino")
 
 
-def test_int8_without_quantized_graphs_is_refused_naming_the_export_command(tmp_path):
-    folder = export_onnx(small_model(**LIGHT_AUDIO), tmp_path / "export")
+def test_int8_without_quantized_graphs_is_refused_naming_the_export_command(small_export):
+    folder = small_export
     with pytest.raises(ValueError, match="has no int8 graphs.*--quantize int8"):
         AffordancePredictor.from_checkpoint(folder, device="cpu", precision="int8", backend="openvino")
     with pytest.raises(ValueError, match="is a checkpoint.*--quantize int8"):

@@ -85,10 +85,12 @@ def scenes() -> list[View]:
 
 
 @pytest.fixture(scope="module", params=["torch", "onnxruntime"])
-def full_inference(request):
+def full_inference(request, small_export):
     """A predictor without reuse; its backend is shared with the reusing predictor under test. Reuse is about the
-    image side, so the light audio encoder spares exporting VGGish's 288 MB."""
-    return AffordancePredictor.from_model(small_model(**LIGHT_AUDIO).eval(), "cpu", backend=request.param)
+    image side, so the light audio encoder spares exporting VGGish's 288 MB (onnxruntime: the session's export)."""
+    if request.param == "torch":
+        return AffordancePredictor.from_model(small_model(**LIGHT_AUDIO).eval(), "cpu")
+    return AffordancePredictor.from_checkpoint(small_export, "cpu", backend="onnxruntime")
 
 
 def test_a_still_stream_reuses_and_its_masks_equal_full_inference_on_the_keyframe(scenes, full_inference):
