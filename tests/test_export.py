@@ -115,11 +115,6 @@ def test_export_leaves_the_model_as_it_was(tmp_path):
         assert torch.equal(a, b)
 
 
-@pytest.fixture(scope="module")
-def small_export(module_folder):
-    return export_onnx(small_model(**LIGHT_AUDIO), module_folder / "small")
-
-
 def copy_export(folder, target):
     target.mkdir()
     for path in folder.iterdir():
