@@ -2,7 +2,7 @@
 stream, with reuse and without, and the predictor's time for a reused frame beside a full one.
 
     python bench/reuse.py [--presets avagformer_b0 avagformer_b5] [--size 512] [--row openvino:cpu:bf16]
-        [--seconds 12] [--rounds 4] [--max-age-s 2 5]
+        [--seconds 12] [--rounds 4] [--max-age-s 2 5] [--camera-hz 30]
 
 A row is BACKEND:DEVICE:PRECISION; the default is OpenVINO bf16 where the CPU has bf16 instructions (AVX-512 BF16
 or AMX), else OpenVINO fp32; openvino:cpu:int8 quantizes the export first (synthetic calibration, minutes for
@@ -14,21 +14,26 @@ b5). Random seed-0 weights, exported once per preset.
   last frame are written into the node's own ring buffer (avag_ros.audio_sources.RingBuffer, 2 s already
   recorded before the first frame), and the frame gets the node's clip, the latest audio.window_s aligned to
   whole log-mel windows (0.96 s). So a new window is embedded about once per 0.96 s, not once per frame.
-- Each stream runs for --seconds (its frames in a loop), in --rounds turns alternating with the others, and has
-  its own clock that runs only during its turns: its sound and its keyframe's age see one unbroken stream.
-- masks/s: frames over the time of `predict` on all of them, after one warm-up frame; with reuse at the node's
-  reuse.max_change and each --max-age-s, so a still stream takes a keyframe every max_age_s, which the figure
-  counts (on a machine so busy that a full frame takes longer than max_age_s, no frame can reuse).
-- reused / +window / full ms: on the still stream, the median `predict` time of the frames that reused the
-  keyframe and found every audio window cached, of those that reused it but embedded a new window, and of the
-  frames without reuse; changed ms: on the moving stream, the median time of a frame that became a keyframe with
-  reuse on, beside a frame with reuse off (the cost reuse adds to a changed view).
+- The camera runs at --camera-hz and the node takes its newest frame whenever the predictor is free, as the
+  node's newest-frame slot does: a frame done sooner than the next camera frame waits for it. The frames taken
+  are the stream's frames in a loop.
+- Each stream runs for --seconds, in --rounds turns alternating with the others, and has its own clock that runs
+  only during its turns: its sound and its keyframe's age see one unbroken stream.
+- masks/s: frames over the stream's time (`predict` and the waits for the camera), after one warm-up frame; with
+  reuse at the node's reuse.max_change and each --max-age-s, so a still stream takes a keyframe every max_age_s,
+  which the figure counts (on a machine so busy that a full frame takes longer than max_age_s, no frame can reuse).
+- On the still stream with reuse, the median `predict` time of the reused frames whose sound was the last frame's
+  (the head's output reused too), of the reused frames with a new sound window (the head runs on the kept maps:
+  what every frame would cost if the sound changed every frame), and of the frames without reuse (full); changed
+  ms: on the moving stream, the median time of a frame that became a keyframe with reuse on, beside a frame with
+  reuse off (the cost reuse adds to a changed view).
 Before the table, the fingerprint change two noisy exposures of a still view give, and the change of an object
 moved by 2.5 % of the width: what the default reuse.max_change sits between.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -135,8 +140,9 @@ class StreamRun:
     that the four streams of a preset alternate (the machine's drift then falls on all of them alike). Its clock
     runs only during its own turns: to its keyframe and its sound, the other streams' turns never happened."""
 
-    def __init__(self, predictor: AffordancePredictor, frames: list[np.ndarray], max_age_s: float | None) -> None:
-        self.predictor, self.frames = predictor, frames
+    def __init__(self, predictor: AffordancePredictor, frames: list[np.ndarray], max_age_s: float | None,
+                 camera_hz: float) -> None:
+        self.predictor, self.frames, self.camera_hz = predictor, frames, camera_hz
         self._clock_before_turn = 0.0
         self._turn_started: float | None = None
         self.reuse = None if max_age_s is None else ViewReuse(spec("reuse.max_change").default, max_age_s,
@@ -145,7 +151,7 @@ class StreamRun:
         self.sound = LiveSound(self.clock)
         self.times: list[float] = []  # ms per frame
         self.reused: list[bool] = []
-        self.new_window: list[bool] = []  # embedded an audio window it had not seen
+        self.head_reused: list[bool] = []
         self.busy_s = 0.0
         self.warmed = False
 
@@ -157,6 +163,7 @@ class StreamRun:
 
     def run(self, seconds: float) -> None:
         predictor = self.predictor
+        # the predictor's last head output is then another stream's: this turn's first reused frame reruns the head
         predictor.view_reuse, predictor.audio_cache = self.reuse, self.audio_cache
         self._turn_started = time.perf_counter()
         if not self.warmed:
@@ -165,11 +172,13 @@ class StreamRun:
         started = time.perf_counter()
         while time.perf_counter() - started < seconds:
             frame = self.frames[(len(self.times) + 1) % len(self.frames)]
-            begun, cached = time.perf_counter(), len(self.audio_cache)
+            taken_at, begun = self.clock(), time.perf_counter()
             predictor.predict(frame, self.sound.clip(), SAMPLE_RATE)
             self.times.append((time.perf_counter() - begun) * 1000)
             self.reused.append(self.reuse is not None and self.reuse.last_reused)
-            self.new_window.append(len(self.audio_cache) > cached)
+            self.head_reused.append(predictor.last_head_reused)
+            next_camera_frame = (math.floor(taken_at * self.camera_hz) + 1) / self.camera_hz
+            time.sleep(max(0.0, next_camera_frame - self.clock()))
         self.busy_s += time.perf_counter() - started
         self._clock_before_turn, self._turn_started = self.clock(), None
 
@@ -177,14 +186,15 @@ class StreamRun:
         shown = f"{len(self.times) / self.busy_s:.2f}"
         return shown if self.reuse is None else f"{shown} ({sum(self.reused)}/{len(self.reused)} reused)"
 
-    def median_ms(self, reused: bool | None = None, new_window: bool | None = None) -> str:
-        """Median time of the frames that reused (or not) and embedded a new window (or not); None: any."""
-        times = [t for t, r, w in zip(self.times, self.reused, self.new_window)
-                 if reused in (None, r) and new_window in (None, w)]
+    def median_ms(self, reused: bool | None = None, head_reused: bool | None = None) -> str:
+        """Median time of the frames that reused the keyframe (or not) and the head's output (or not); None: any."""
+        times = [t for t, r, h in zip(self.times, self.reused, self.head_reused)
+                 if reused in (None, r) and head_reused in (None, h)]
         return f"{statistics.median(times):.0f}" if times else "-"
 
 
-def measure(preset: str, size: int, row: str, seconds: float, rounds: int, max_ages_s: list[float]) -> None:
+def measure(preset: str, size: int, row: str, seconds: float, rounds: int, max_ages_s: list[float],
+            camera_hz: float) -> None:
     backend, device, precision = row.split(":")
     torch.manual_seed(0)
     model = build_model(preset, image_size=size).eval()
@@ -198,7 +208,7 @@ def measure(preset: str, size: int, row: str, seconds: float, rounds: int, max_a
             predictor = AffordancePredictor.from_checkpoint(export, device, precision, backend=backend)
         del model
         views = streams()
-        runs = {(name, age): StreamRun(predictor, frames, age)
+        runs = {(name, age): StreamRun(predictor, frames, age, camera_hz)
                 for age in (None, *max_ages_s) for name, frames in views.items()}
         for _ in range(rounds):
             for run in runs.values():
@@ -206,8 +216,8 @@ def measure(preset: str, size: int, row: str, seconds: float, rounds: int, max_a
         for age in max_ages_s:
             still, moving = runs["still", age], runs["moving", age]
             print(f"| {preset} | {size} | {row} | {age:g} | {runs['still', None].rate()} | {still.rate()} | "
-                  f"{runs['moving', None].rate()} | {moving.rate()} | {still.median_ms(True, False)} | "
-                  f"{still.median_ms(True, True)} | {runs['still', None].median_ms()} | "
+                  f"{runs['moving', None].rate()} | {moving.rate()} | {still.median_ms(True, True)} | "
+                  f"{still.median_ms(True, False)} | {runs['still', None].median_ms()} | "
                   f"{moving.median_ms(False)} / {runs['moving', None].median_ms()} |", flush=True)
 
 
@@ -220,15 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4, help="segments each stream's time is cut into")
     parser.add_argument("--max-age-s", type=float, nargs="+", default=[spec("reuse.max_age_s").default],
                         help="reuse.max_age_s values, each a pair of reuse streams (default: the node's)")
+    parser.add_argument("--camera-hz", type=float, default=30.0, help="the camera's frame rate")
     args = parser.parse_args(argv)
     fingerprint_figures()
-    print(f"masks per second, 640x480 stream, {args.seconds:g} s each in {args.rounds} turns, "
-          f"{torch.get_num_threads()} torch threads")
+    print(f"masks per second, 640x480 stream at {args.camera_hz:g} Hz, {args.seconds:g} s each in {args.rounds} "
+          f"turns, {torch.get_num_threads()} torch threads")
     print("| preset | px | row | max_age_s | still, no reuse | still, reuse | moving, no reuse | moving, reuse | "
-          "reused ms | +window ms | full ms | changed ms, reuse on / off |")
+          "reused ms, same sound | reused ms, new sound | full ms | changed ms, reuse on / off |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for preset in args.presets:
-        measure(preset, args.size, args.row, args.seconds, args.rounds, args.max_age_s)
+        measure(preset, args.size, args.row, args.seconds, args.rounds, args.max_age_s, args.camera_hz)
     return 0
 
 

@@ -97,16 +97,21 @@ def test_a_still_stream_reuses_and_its_masks_equal_full_inference_on_the_keyfram
     rng, clock = np.random.default_rng(1), SteppedClock()
     predictor = with_reuse(full_inference, clock)
     view = scenes[0].image
-    frames, clips = [camera_frame(view, rng) for _ in range(5)], sounds(5)
-    reused, noise_shows = [], False
+    # the node's clip stays the same for a log-mel window (0.96 s), then moves on: the head reruns only then
+    first, second = sounds(2)
+    clips = [first, first, second, second, first]
+    frames = [camera_frame(view, rng) for _ in clips]
+    reused, head_reused, noise_shows = [], [], False
     for frame, clip in zip(frames, clips):
         prediction = predictor.predict(frame, clip, SAMPLE_RATE)
         reused.append(predictor.view_reuse.last_reused)
+        head_reused.append(predictor.last_head_reused)
         assert_same_prediction(prediction, full_inference.predict(frames[0], clip, SAMPLE_RATE))
         own = full_inference.predict(frame, clip, SAMPLE_RATE)
         noise_shows |= not np.array_equal(own.function_prob, prediction.function_prob)
         clock.now += 0.2
     assert reused == [False, True, True, True, True]
+    assert head_reused == [False, True, False, True, False]
     assert noise_shows, "the noise never changed full inference, so equality above would not show reuse"
 
 
@@ -121,6 +126,7 @@ def test_an_object_moved_in_view_makes_the_next_frame_a_keyframe(scenes, tiny_mo
         moved = camera_frame(moved_object(scene.image, object_mask, MOVE_PX), rng)
         prediction = predictor.predict(moved, clip, SAMPLE_RATE)
         assert not predictor.view_reuse.last_reused, f"change {predictor.view_reuse.last_change:.3f}"
+        assert not predictor.last_head_reused
         assert_same_prediction(prediction, full_inference.predict(moved, clip, SAMPLE_RATE))
         predictor.predict(camera_frame(scene.image, rng), clip, SAMPLE_RATE)  # back where it was
         assert not predictor.view_reuse.last_reused

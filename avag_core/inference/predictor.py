@@ -25,6 +25,14 @@ from .view_reuse import ViewReuse
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class HeadOutput:
+    """The head's logits for one keyframe's maps (the very list view reuse keeps) and one sound's embeddings."""
+    maps: list[torch.Tensor]
+    embeddings: torch.Tensor
+    logits: tuple[torch.Tensor, torch.Tensor]
+
+
 @dataclass
 class AffordancePrediction:
     function_prob: np.ndarray  # float32 HxW in [0, 1]
@@ -87,6 +95,8 @@ class AffordancePredictor:
         self.threshold = threshold
         self.audio_cache = AudioEmbeddingCache()
         self.view_reuse: ViewReuse | None = None  # None: every frame runs the image side (see image_maps)
+        self._last_head: HeadOutput | None = None
+        self.last_head_reused = False
 
     @property
     def config(self) -> AVAGFormerConfig:
@@ -161,11 +171,25 @@ class AffordancePredictor:
         height, width = np.asarray(image).shape[:2]
         maps = self.image_maps(image)
         embeddings = torch.stack([self.audio_cache.embed(self.backend.embed_audio, w) for w in windows])
-        function_logits, dependency_logits = self.backend.decode(maps, embeddings)
+        function_logits, dependency_logits = self._decode(maps, embeddings)
         function_prob = self._to_prediction(function_logits, height, width)
         dependency_prob = self._to_prediction(dependency_logits, height, width)
         return [AffordancePrediction(f, d, f > self.threshold, d > self.threshold)
                 for f, d in zip(function_prob, dependency_prob)]
+
+    def _decode(self, maps: list[torch.Tensor], embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's logits. A frame that reuses the keyframe while the sound is the last frame's (the node's clip
+        moves on once per log-mel window, 0.96 s) has the last frame's inputs, so it gets the last frame's logits:
+        what the head would compute again."""
+        last = self._last_head
+        self.last_head_reused = (last is not None and last.maps is maps and last.embeddings.shape == embeddings.shape
+                                 and torch.equal(last.embeddings, embeddings))
+        if self.last_head_reused:
+            return last.logits
+        logits = self.backend.decode(maps, embeddings)
+        # without view reuse the maps are new every frame, so they would never match
+        self._last_head = HeadOutput(maps, embeddings, logits) if self.view_reuse is not None else None
+        return logits
 
     def image_maps(self, image: np.ndarray) -> list[torch.Tensor]:
         """The image side's FPN maps for `image`: the kept keyframe's while `view_reuse` judges the view unchanged
