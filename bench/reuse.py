@@ -20,8 +20,9 @@ b5). Random seed-0 weights, exported once per preset.
 - Each stream runs for --seconds, in --rounds turns alternating with the others, and has its own clock that runs
   only during its turns: its sound and its keyframe's age see one unbroken stream.
 - masks/s: frames over the stream's time (`predict` and the waits for the camera), after one warm-up frame; with
-  reuse at the node's reuse.max_change and each --max-age-s, so a still stream takes a keyframe every max_age_s,
-  which the figure counts (on a machine so busy that a full frame takes longer than max_age_s, no frame can reuse).
+  reuse at the node's reuse.max_change and each --max-age-s, so a still stream renews its keyframe every
+  max_age_s beside the stream, which the figure counts: a turn goes on until no renewal is running, so that none
+  runs in another stream's turn.
 - On the still stream with reuse, the median `predict` time of the reused frames whose sound was the last frame's
   (the head's output reused too), of the reused frames with a new sound window (the head runs on the kept maps:
   what every frame would cost if the sound changed every frame), and of the frames without reuse (full); changed
@@ -170,7 +171,7 @@ class StreamRun:
             predictor.predict(self.frames[0], self.sound.clip(), SAMPLE_RATE)
             self.warmed = True
         started = time.perf_counter()
-        while time.perf_counter() - started < seconds:
+        while time.perf_counter() - started < seconds or (self.reuse is not None and self.reuse.renewing):
             frame = self.frames[(len(self.times) + 1) % len(self.frames)]
             taken_at, begun = self.clock(), time.perf_counter()
             predictor.predict(frame, self.sound.clip(), SAMPLE_RATE)

@@ -1,6 +1,7 @@
 """Image-feature reuse (avag_core.inference.view_reuse): which frames reuse the keyframe's image side, and that reusing changes
 the cost only. The truth is full inference by a predictor without reuse on the same backend."""
 import math
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -144,23 +145,119 @@ def test_a_view_jumping_between_two_scenes_keeps_its_accuracy(scenes, tiny_model
         clock.now += 0.1
 
 
-def test_a_stale_keyframe_or_a_new_frame_size_is_recomputed(scenes, tiny_model):
+def test_a_stale_keyframe_is_renewed_beside_the_stream_and_a_new_frame_size_is_recomputed(scenes, tiny_model):
     rng, clock = np.random.default_rng(4), SteppedClock()
     full_inference = AffordancePredictor(tiny_model)
     predictor = with_reuse(full_inference, clock, max_age_s=2.0)
     view, clip = scenes[0].image, sounds(1)[0]
-    predictor.predict(camera_frame(view, rng), clip, SAMPLE_RATE)
+    first = camera_frame(view, rng)
+    predictor.predict(first, clip, SAMPLE_RATE)
     clock.now = 1.9
     predictor.predict(camera_frame(view, rng), clip, SAMPLE_RATE)
+    assert predictor.view_reuse.last_reused and not predictor.view_reuse.renewing
+    clock.now = 2.0  # the keyframe is 2 s old: this frame's view is renewed, and the old keyframe stands meanwhile
+    renewed = camera_frame(view, rng)
+    prediction = predictor.predict(renewed, clip, SAMPLE_RATE)
     assert predictor.view_reuse.last_reused
-    clock.now = 2.0
-    predictor.predict(camera_frame(view, rng), clip, SAMPLE_RATE)
-    assert not predictor.view_reuse.last_reused
+    assert_same_prediction(prediction, full_inference.predict(first, clip, SAMPLE_RATE))
+    predictor.view_reuse.wait_for_renewal()
+    clock.now = 2.5
+    prediction = predictor.predict(camera_frame(view, rng), clip, SAMPLE_RATE)
+    assert predictor.view_reuse.last_reused
+    assert_same_prediction(prediction, full_inference.predict(renewed, clip, SAMPLE_RATE))
+    assert predictor.view_reuse.diagnostics()["keyframe_age_s"] == pytest.approx(0.5)
     smaller = camera_frame(view[:240], rng)
     prediction = predictor.predict(smaller, clip, SAMPLE_RATE)
     assert not predictor.view_reuse.last_reused and math.isnan(predictor.view_reuse.last_change)
     assert prediction.function_mask.shape == (240, 640)
     assert_same_prediction(prediction, full_inference.predict(smaller, clip, SAMPLE_RATE))
+
+
+class HeldEncoder:
+    """An image side that returns the frame's mean grey level as its 'maps', and, once `hold` is set, waits
+    until `release` before it does; it counts how many passes run at once."""
+
+    def __init__(self) -> None:
+        self.hold, self.release = threading.Event(), threading.Event()
+        self._lock = threading.Lock()
+        self.running = self.most_at_once = 0
+
+    def __call__(self, frame: np.ndarray) -> list:
+        with self._lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            if self.hold.is_set():
+                assert self.release.wait(10.0)
+            return [float(frame.mean())]
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def grey(level: int) -> np.ndarray:
+    return np.full((48, 64, 3), level, np.uint8)
+
+
+def test_a_view_changing_during_a_renewal_waits_for_it_and_becomes_the_keyframe():
+    clock, encode = SteppedClock(), HeldEncoder()
+    reuse = ViewReuse(DEFAULT_MAX_CHANGE, 2.0, clock=clock)
+    assert reuse.maps_for(grey(100), encode) == [100.0]
+    encode.hold.set()
+    clock.now = 2.0
+    buffer = grey(100)
+    assert reuse.maps_for(buffer, encode) == [100.0]  # the old keyframe, while its renewal is held
+    assert reuse.renewing
+    buffer[:] = 0  # the caller's next frame in the same buffer: the renewal must still see the frame it was given
+    answer = []
+    changed = threading.Thread(target=lambda: answer.append(reuse.maps_for(grey(150), encode)))
+    changed.start()
+    changed.join(0.3)
+    assert changed.is_alive(), "a changed view ran its image pass beside the renewal's"
+    encode.release.set()
+    changed.join(10.0)
+    assert answer == [[150.0]] and encode.most_at_once == 1
+    clock.now = 2.1
+    assert reuse.maps_for(grey(150), encode) == [150.0] and reuse.last_reused  # the changed frame is the keyframe
+
+
+def test_a_renewal_reads_the_frame_it_was_given():
+    clock, encode = SteppedClock(), HeldEncoder()
+    reuse = ViewReuse(DEFAULT_MAX_CHANGE, 2.0, clock=clock)
+    reuse.maps_for(grey(100), encode)
+    encode.hold.set()
+    clock.now = 2.0
+    buffer = grey(100)
+    buffer[0, 0] = 0  # within max_change of the keyframe, and its own mean
+    reuse.maps_for(buffer, encode)
+    expected = float(buffer.mean())
+    buffer[:] = 0  # the caller's next frame in the same buffer, before the renewal reads it
+    encode.release.set()
+    reuse.wait_for_renewal()
+    clock.now = 2.1
+    assert reuse.maps_for(grey(100), encode) == [expected]
+
+
+def test_a_failed_renewal_raises_once_and_the_next_stale_frame_tries_again():
+    clock = SteppedClock()
+    outcomes = iter([[1.0], RuntimeError("out of memory in the image pass"), [2.0]])
+
+    def encode(frame: np.ndarray) -> list:
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    reuse = ViewReuse(DEFAULT_MAX_CHANGE, 2.0, clock=clock)
+    reuse.maps_for(grey(100), encode)
+    clock.now = 2.0
+    assert reuse.maps_for(grey(100), encode) == [1.0]  # its renewal fails
+    reuse.wait_for_renewal()
+    with pytest.raises(RuntimeError, match="out of memory in the image pass"):
+        reuse.maps_for(grey(100), encode)
+    assert reuse.maps_for(grey(100), encode) == [1.0]  # stale still: a new renewal, which succeeds
+    reuse.wait_for_renewal()
+    assert reuse.maps_for(grey(100), encode) == [2.0]
 
 
 @pytest.mark.parametrize("max_change, max_age_s", [(0.0, DEFAULT_MAX_AGE_S), (DEFAULT_MAX_CHANGE, 0.0)])
@@ -179,7 +276,7 @@ def test_diagnostics_count_decisions_over_their_window():
     view = np.full((48, 64, 3), 128, np.uint8)
     computed = []
     for _ in range(4):  # one keyframe, three reuses
-        reuse.maps_for(view, lambda: computed.append(1) or ["maps"])
+        reuse.maps_for(view, lambda frame: computed.append(1) or ["maps"])
         clock.now += 1.0
     assert len(computed) == 1
     assert reuse.diagnostics() == {"reuse_ratio": 0.75, "keyframe_age_s": 4.0, "view_change": 0.0}

@@ -194,10 +194,11 @@ class AffordancePredictor:
     def image_maps(self, image: np.ndarray) -> list[torch.Tensor]:
         """The image side's FPN maps for `image`: the kept keyframe's while `view_reuse` judges the view unchanged
         (avag_core.inference.view_reuse), else computed."""
-        def encode() -> list[torch.Tensor]:
-            return self.backend.encode_image(self.prepare_image(image))
+        def encode(frame: np.ndarray) -> list[torch.Tensor]:
+            with torch.inference_mode():  # also on the renewal's thread, which predict's inference mode does not reach
+                return self.backend.encode_image(self.prepare_image(frame))
 
-        return encode() if self.view_reuse is None else self.view_reuse.maps_for(image, encode)
+        return encode(image) if self.view_reuse is None else self.view_reuse.maps_for(image, encode)
 
     def predict(self, image: np.ndarray, audio: np.ndarray | torch.Tensor,
                 sample_rate: float) -> AffordancePrediction:

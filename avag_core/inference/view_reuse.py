@@ -4,8 +4,10 @@ The image side (backbone, deformable encoder, FPN) is most of a frame's cost, ye
 the same view for seconds while the sound changes. The image side's outputs are kept with a fingerprint of the
 keyframe's view: the frame shrunk to 32x24 grey, each cell the mean of its block, so that per-pixel sensor noise
 averages out while a moving object still shifts whole cells. A frame whose fingerprint differs from the keyframe's
-by less than `max_change` (mean absolute difference, in grey levels 0..255), of the same size and within
-`max_age_s` of the keyframe, is decoded from the kept outputs; any other frame becomes the next keyframe.
+by less than `max_change` (mean absolute difference, in grey levels 0..255) and of the same size is decoded from
+the kept outputs; any other frame becomes the next keyframe. A keyframe `max_age_s` old is renewed from the next
+frame of its view beside the stream, on a thread of its own, while it goes on standing for the frames that come
+meanwhile: a still stream does not stop for the renewal's full image pass.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import math
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable
 
@@ -50,7 +53,9 @@ class ViewReuse:
     """Keeps the last keyframe's image-side outputs and decides, frame by frame, whether they stand for the new one.
 
     `max_change` and `max_age_s` may be changed at any time (the node's run-time parameters); either at 0 turns
-    reuse off. `maps_for` runs on the inference thread, `diagnostics` on any other.
+    reuse off. `maps_for` runs on the inference thread, `diagnostics` on any other. One image pass runs at a
+    time (an exported backend's image graph is not reentrant): a frame that needs its own waits for a renewal
+    in progress.
     """
 
     def __init__(self, max_change: float, max_age_s: float, window_s: float = DEFAULT_WINDOW_S,
@@ -64,6 +69,8 @@ class ViewReuse:
         self._clock = clock
         self._lock = threading.Lock()
         self._keyframe: Keyframe | None = None
+        self._renewal: Future[Keyframe] | None = None
+        self._renewer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyframe-renewal")
         self._decisions: deque[tuple[float, bool]] = deque()  # (when, reused) over the last window_s
         self.last_change = math.nan  # vs the keyframe; NaN while there is none of this frame's size
         self.last_reused = False
@@ -72,25 +79,59 @@ class ViewReuse:
     def enabled(self) -> bool:
         return self.max_change > 0 and self.max_age_s > 0
 
-    def maps_for(self, image: np.ndarray, encode: Callable[[], list[torch.Tensor]]) -> list[torch.Tensor]:
-        """The kept keyframe's maps if `image` shows its view, else `encode()`'s, kept as the new keyframe."""
+    @property
+    def renewing(self) -> bool:
+        """Whether a keyframe's renewal is computing."""
+        return self._renewal is not None and not self._renewal.done()
+
+    def maps_for(self, image: np.ndarray,
+                 encode: Callable[[np.ndarray], list[torch.Tensor]]) -> list[torch.Tensor]:
+        """The keyframe's maps if `image` shows its view, else `encode(image)`'s, kept as the new keyframe. A renewal
+        that has finished becomes the keyframe first; one that failed raises its error here, and the next stale
+        frame tries again."""
         now = self._clock()
+        if self._renewal is not None and self._renewal.done():
+            self._install_renewal()
         if not self.enabled:
-            self._keyframe = None
+            self._drop_renewal()
+            self._set_keyframe(None)
             self._decide(now, math.nan, False)
-            return encode()
+            return encode(image)
         fingerprint = view_fingerprint(image)
         size = np.asarray(image).shape[:2]
         keyframe = self._keyframe
         comparable = keyframe is not None and keyframe.size == size
         change = view_change(fingerprint, keyframe.fingerprint) if comparable else math.nan
-        reused = comparable and change < self.max_change and now - keyframe.taken_at < self.max_age_s
+        reused = comparable and change < self.max_change
         self._decide(now, change, reused)
         if reused:
+            if now - keyframe.taken_at >= self.max_age_s and self._renewal is None:
+                frame = np.array(image)  # the caller may fill its buffer with the next frame before this is read
+                self._renewal = self._renewer.submit(lambda: Keyframe(fingerprint, size, encode(frame), now))
             return keyframe.maps
-        maps = encode()
-        self._keyframe = Keyframe(fingerprint, size, maps, now)
+        self._drop_renewal()
+        maps = encode(image)
+        self._set_keyframe(Keyframe(fingerprint, size, maps, now))
         return maps
+
+    def wait_for_renewal(self) -> None:
+        """Return once a renewal in progress has finished; the next frame installs its keyframe."""
+        if self._renewal is not None:
+            wait([self._renewal])
+
+    def _drop_renewal(self) -> None:
+        """The frame needs an image pass of its own, and one runs at a time: let a renewal finish, and forget it,
+        errors included, since it renewed a view that is gone."""
+        self.wait_for_renewal()
+        self._renewal = None
+
+    def _install_renewal(self) -> None:
+        renewal, self._renewal = self._renewal, None
+        self._set_keyframe(renewal.result())
+
+    def _set_keyframe(self, keyframe: Keyframe | None) -> None:
+        with self._lock:  # diagnostics reads it from another thread
+            self._keyframe = keyframe
 
     def _decide(self, now: float, change: float, reused: bool) -> None:
         with self._lock:
