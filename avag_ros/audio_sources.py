@@ -60,8 +60,9 @@ class RingBuffer:
     def latest(self, seconds: float, align_s: float = 0.0) -> np.ndarray:
         """The most recent `seconds` of audio (less if not yet recorded).
 
-        With `align_s`, the window starts on a multiple of `align_s` seconds since the stream began, so that
-        successive windows share whole analysis frames (and their cached embeddings).
+        With `align_s`, the whole `align_s`-long windows on a grid counted from the stream's first sample, the last
+        ones that fit in `seconds`: the clip changes only as a window completes, and successive clips share whole
+        analysis windows (and their cached embeddings). Until one window is recorded, what there is.
         """
         with self._lock:
             available = min(self._written, self._data.size)
@@ -69,11 +70,12 @@ class RingBuffer:
             start = self._written - count
             if align_s > 0:
                 grid = int(round(align_s * self.sample_rate))
-                aligned = -(-start // grid) * grid  # round up to the grid
-                if self._written - aligned >= grid:
-                    start = aligned
+                end = self._written // grid * grid
+                # whole windows within `seconds` and still held by the ring
+                windows = min(count, available - (self._written - end)) // grid
+                if windows > 0:
+                    start, count = end - windows * grid, windows * grid
             first = start % self._data.size
-            count = self._written - start
             if first + count <= self._data.size:
                 return self._data[first:first + count].copy()
             return np.concatenate((self._data[first:], self._data[:first + count - self._data.size]))

@@ -95,7 +95,8 @@ SPECS = (
     Spec("audio.info_topic", "audio_info", "audio_common_msgs/AudioInfo topic saying how the 'topic' source's "
          "audio is encoded (coding_format wave; S16LE, S32LE, F32LE or U8); the last one received is used.",
          read_only=True),
-    Spec("audio.window_s", 2.0, "Seconds of the latest audio given to the model.", read_only=True,
+    Spec("audio.window_s", 2.0, "The model gets the last whole 0.96 s log-mel windows that fit in this many "
+         "seconds (two at 2.0); below 0.96, the latest audio of this length.", read_only=True,
          range=(0.5, 19.2)),
     Spec("audio.min_level_db", -50.0, "A sound event is active while the 50 ms RMS level (dBFS) exceeds this.",
          range=(-120.0, 0.0)),

@@ -29,15 +29,27 @@ def test_a_block_longer_than_the_ring_counts_every_sample_it_held():
     buffer.write(np.arange(3, 28, dtype=np.float32), stamp_ns=2)  # 25 samples into a ring of 10
     assert buffer.written == 28
     assert buffer.latest(1.0).tolist() == list(range(18, 28))
-    assert buffer.latest(1.0, align_s=0.5).tolist() == list(range(20, 28))  # sample 20 is on the 5-sample grid
+    # of the two 5-sample windows last completed, the ring (18-27) still holds one
+    assert buffer.latest(1.0, align_s=0.5).tolist() == list(range(20, 25))
     buffer.write(np.arange(28, 31, dtype=np.float32), stamp_ns=3)
     assert buffer.latest(1.0).tolist() == list(range(21, 31))
 
 
-def test_ring_buffer_aligned_windows_start_on_the_grid():
+def test_ring_buffer_aligned_clips_are_the_last_whole_windows_on_the_grid():
     buffer = RingBuffer(sample_rate=10, capacity_s=5.0)
-    buffer.write(np.arange(23, dtype=np.float32), 0)
-    assert buffer.latest(1.5, align_s=0.5).tolist() == list(range(10, 23))  # starts at sample 10, not 8
+    buffer.write(np.arange(3, dtype=np.float32), 0)
+    assert buffer.latest(1.5, align_s=0.5).tolist() == [0, 1, 2]  # not one whole window yet: what there is
+    buffer.write(np.arange(3, 23, dtype=np.float32), 0)
+    # three 5-sample windows fit in 1.5 s; 20-22 are the next window's first samples
+    assert buffer.latest(1.5, align_s=0.5).tolist() == list(range(5, 20))
+    assert buffer.latest(1.2, align_s=0.5).tolist() == list(range(10, 20))  # two whole windows fit, not 2.4
+    buffer.write(np.arange(23, 24, dtype=np.float32), 0)
+    assert buffer.latest(1.5, align_s=0.5).tolist() == list(range(5, 20)), "the clip moved before a window completed"
+    buffer.write(np.arange(24, 25, dtype=np.float32), 0)  # completes the window 20-24
+    assert buffer.latest(1.5, align_s=0.5).tolist() == list(range(10, 25))
+    ring = RingBuffer(sample_rate=10, capacity_s=1.2)  # 12 samples: of the 28 written it holds 16-27
+    ring.write(np.arange(28, dtype=np.float32), 0)
+    assert ring.latest(1.5, align_s=0.5).tolist() == list(range(20, 25)), "the windows must be ones the ring holds"
 
 
 def test_level_db_and_non_finite_audio():
