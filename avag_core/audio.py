@@ -32,6 +32,8 @@ MEL_MAX_HZ = 7500.0
 LOG_OFFSET = 0.01
 EXAMPLE_FRAMES = 96  # 0.96 s
 EXAMPLE_SECONDS = EXAMPLE_FRAMES * STFT_HOP / SAMPLE_RATE
+# Examples start every 0.96 s, but an example's last analysis frame reaches this far past its 0.96 s.
+EXAMPLE_OVERHANG_S = (STFT_WINDOW - STFT_HOP) / SAMPLE_RATE
 MIN_SECONDS = STFT_WINDOW / SAMPLE_RATE  # shorter clips hold less than one analysis frame
 MAX_CHANNELS = 32
 

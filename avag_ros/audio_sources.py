@@ -57,12 +57,13 @@ class RingBuffer:
             self._written += total
             self._last_stamp_ns = stamp_ns
 
-    def latest(self, seconds: float, align_s: float = 0.0) -> np.ndarray:
+    def latest(self, seconds: float, align_s: float = 0.0, overhang_s: float = 0.0) -> np.ndarray:
         """The most recent `seconds` of audio (less if not yet recorded).
 
-        With `align_s`, the whole `align_s`-long windows on a grid counted from the stream's first sample, the last
-        ones that fit in `seconds`: the clip changes only as a window completes, and successive clips share whole
-        analysis windows (and their cached embeddings). Until one window is recorded, what there is.
+        With `align_s`, the last whole windows of `align_s` on a grid counted from the stream's first sample that
+        fit in `seconds`, each with the `overhang_s` after it that its analysis also reads (avag_core.audio): the
+        clip changes only as a window completes, and successive clips share whole windows (and their cached
+        embeddings). Until one window is recorded, what there is.
         """
         with self._lock:
             available = min(self._written, self._data.size)
@@ -70,11 +71,12 @@ class RingBuffer:
             start = self._written - count
             if align_s > 0:
                 grid = int(round(align_s * self.sample_rate))
-                end = self._written // grid * grid
+                overhang = math.ceil(overhang_s * self.sample_rate - 1e-6)
+                end = (self._written - overhang) // grid * grid  # of the last whole window, before its overhang
                 # whole windows within `seconds` and still held by the ring
-                windows = min(count, available - (self._written - end)) // grid
-                if windows > 0:
-                    start, count = end - windows * grid, windows * grid
+                windows = min(count - overhang, available - (self._written - end)) // grid
+                if end > 0 and windows > 0:
+                    start, count = end - windows * grid, windows * grid + overhang
             first = start % self._data.size
             if first + count <= self._data.size:
                 return self._data[first:first + count].copy()

@@ -15,7 +15,7 @@ from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 
 from avag_core import AffordancePredictor
-from avag_core.audio import EXAMPLE_SECONDS
+from avag_core.audio import EXAMPLE_OVERHANG_S, EXAMPLE_SECONDS
 
 from .audio_sources import AudioSource, sound_event_active
 from .conversions import check_compressed, check_image, compressed_to_rgb, image_to_rgb
@@ -140,7 +140,7 @@ class InferenceLoop:
                 self._outputs.publish(FrameResult(msg.header, rgb, empty, empty, None, False,
                                                   buffer.level_db(settings.audio_hold_s)), depth_pin)
             return
-        audio = buffer.latest(settings.audio_window_s, align_s=EXAMPLE_SECONDS)
+        audio = buffer.latest(settings.audio_window_s, align_s=EXAMPLE_SECONDS, overhang_s=EXAMPLE_OVERHANG_S)
         started = time.perf_counter()
         try:
             prediction = predictor.predict(rgb, audio, buffer.sample_rate)

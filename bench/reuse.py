@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # avag_ros.paramet
 from avag_core import AffordancePredictor, build_model  # noqa: E402
 from avag_core.inference.predictor import AudioEmbeddingCache  # noqa: E402
 from avag_core.inference.quantize import quantize_export  # noqa: E402
-from avag_core.audio import EXAMPLE_SECONDS  # noqa: E402
+from avag_core.audio import EXAMPLE_OVERHANG_S, EXAMPLE_SECONDS  # noqa: E402
 from avag_core.data.synthetic import render_scene  # noqa: E402
 from avag_core.inference.export import export_onnx  # noqa: E402
 from avag_core.inference.view_reuse import ViewReuse, view_change, view_fingerprint  # noqa: E402
@@ -115,7 +115,8 @@ class LiveSound:
         due = int((self._clock() + self.PREROLL_S) * SAMPLE_RATE) - self.buffer.written
         if due > 0:
             self.buffer.write(self._noise.normal(0.0, 0.1, due).astype(np.float32), 0)
-        return self.buffer.latest(spec("audio.window_s").default, align_s=EXAMPLE_SECONDS)
+        return self.buffer.latest(spec("audio.window_s").default, align_s=EXAMPLE_SECONDS,
+                                  overhang_s=EXAMPLE_OVERHANG_S)
 
 
 def fingerprint_figures() -> None:

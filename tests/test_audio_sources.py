@@ -8,7 +8,9 @@ import time
 import numpy as np
 import pytest
 import soundfile
+import torch
 
+from avag_core.audio import EXAMPLE_OVERHANG_S, EXAMPLE_SECONDS, waveform_to_examples
 from avag_ros.audio_sources import FileSource, RingBuffer, pcm_to_float
 from ros_support import ros_domain, write_tone
 
@@ -50,6 +52,48 @@ def test_ring_buffer_aligned_clips_are_the_last_whole_windows_on_the_grid():
     ring = RingBuffer(sample_rate=10, capacity_s=1.2)  # 12 samples: of the 28 written it holds 16-27
     ring.write(np.arange(28, dtype=np.float32), 0)
     assert ring.latest(1.5, align_s=0.5).tolist() == list(range(20, 25)), "the windows must be ones the ring holds"
+
+
+def test_aligned_windows_carry_the_overhang_their_analysis_reads():
+    buffer = RingBuffer(sample_rate=10, capacity_s=5.0)
+    buffer.write(np.arange(26, dtype=np.float32), 0)
+    # 5-sample windows reading 2 samples past their end, two of them in 1.5 s: 20-24 is whole once 26 is written
+    assert buffer.latest(1.5, align_s=0.5, overhang_s=0.2).tolist() == list(range(10, 22))
+    buffer.write(np.arange(26, 27, dtype=np.float32), 0)
+    assert buffer.latest(1.5, align_s=0.5, overhang_s=0.2).tolist() == list(range(15, 27))
+    assert buffer.latest(1.1, align_s=0.5, overhang_s=0.2).tolist() == list(range(20, 27))  # two do not fit
+
+
+@pytest.mark.parametrize("rate", [16000, 44100, 48000])
+def test_the_node_clip_holds_the_newest_whole_log_mel_examples(rate):
+    """What the front end makes of the node's clip (avag_ros.inference_loop) at audio.window_s 2.0, written in
+    10 ms blocks as a microphone delivers them: two whole examples, the newest one that is complete among them,
+    and the same clip until the next one completes."""
+    buffer = RingBuffer(sample_rate=rate, capacity_s=5.0)
+    step = rate // 100
+    noise = np.random.default_rng(0).normal(0.0, 0.1, 5 * rate).astype(np.float32)
+    grid = round(EXAMPLE_SECONDS * rate)
+    example_samples = (EXAMPLE_SECONDS + 0.015) * rate  # 96 hops of 10 ms, plus the last frame's 15 ms beyond
+    written, clips = 0, []
+    while written + step <= noise.size:
+        buffer.write(noise[written:written + step], 0)
+        written += step
+        if written >= 2.5 * rate:
+            clips.append((written, buffer.latest(2.0, align_s=EXAMPLE_SECONDS, overhang_s=EXAMPLE_OVERHANG_S)))
+    for written, clip in clips:
+        assert waveform_to_examples(clip, rate).shape[0] == 2, f"after {written / rate:.2f} s"
+        # where the clip lies in the recording: on the grid, and it must be the very samples there
+        places = [k for k in range(written // grid + 1) if np.array_equal(noise[k * grid:k * grid + clip.size], clip)]
+        assert len(places) == 1, f"after {written / rate:.2f} s the clip is not a run of grid windows"
+        newest_start = (places[0] + 1) * grid
+        assert newest_start + example_samples <= written < newest_start + grid + example_samples, \
+            f"after {written / rate:.2f} s the newest whole example is not the clip's last"
+        if rate == 16000:  # no resampling: the examples are the whole recording's at that place
+            first = places[0]
+            torch.testing.assert_close(waveform_to_examples(clip, rate),
+                                       waveform_to_examples(noise[:written], rate)[first:first + 2])
+    changes = sum(not np.array_equal(a, b) for (_, a), (_, b) in zip(clips, clips[1:]))
+    assert changes == pytest.approx((clips[-1][0] - clips[0][0]) / grid, abs=1)
 
 
 def test_level_db_and_non_finite_audio():
