@@ -164,6 +164,8 @@ class GroundingNode(LifecycleNode):
             self._outputs.destroy()
         self._loop = self._outputs = self._image_subscription = None
         device = self.predictor.device if self.predictor is not None else None
+        if self.predictor is not None and self.predictor.view_reuse is not None:
+            self.predictor.view_reuse.close()  # a keyframe renewal in progress still holds the model
         self.predictor = self.audio_source = None
         self._model_description = "none"
         free_dropped_model(device)

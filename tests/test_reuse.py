@@ -116,6 +116,22 @@ def test_a_still_stream_reuses_and_its_masks_equal_full_inference_on_the_keyfram
     assert noise_shows, "the noise never changed full inference, so equality above would not show reuse"
 
 
+def test_several_sounds_reuse_the_head_output_only_in_the_same_order(scenes, tiny_model):
+    rng, clock = np.random.default_rng(7), SteppedClock()
+    full_inference = AffordancePredictor(tiny_model)
+    predictor = with_reuse(full_inference, clock)
+    first, second = sounds(2, seed=3)
+    frames = [camera_frame(scenes[0].image, rng) for _ in range(3)]
+    head_reused = []
+    for frame, clips in zip(frames, ([first, second], [first, second], [second, first])):
+        predictions = predictor.predict_many(frame, clips, SAMPLE_RATE)
+        head_reused.append(predictor.last_head_reused)
+        for prediction, truth in zip(predictions, full_inference.predict_many(frames[0], clips, SAMPLE_RATE)):
+            assert_same_prediction(prediction, truth)
+        clock.now += 0.2
+    assert head_reused == [False, True, False]
+
+
 def test_an_object_moved_in_view_makes_the_next_frame_a_keyframe(scenes, tiny_model):
     rng, clock = np.random.default_rng(2), SteppedClock()
     full_inference = AffordancePredictor(tiny_model)
@@ -159,8 +175,8 @@ def test_a_stale_keyframe_is_renewed_beside_the_stream_and_a_new_frame_size_is_r
     renewed = camera_frame(view, rng)
     prediction = predictor.predict(renewed, clip, SAMPLE_RATE)
     assert predictor.view_reuse.last_reused
-    assert_same_prediction(prediction, full_inference.predict(first, clip, SAMPLE_RATE))
     predictor.view_reuse.wait_for_renewal()
+    assert_same_prediction(prediction, full_inference.predict(first, clip, SAMPLE_RATE))
     clock.now = 2.5
     prediction = predictor.predict(camera_frame(view, rng), clip, SAMPLE_RATE)
     assert predictor.view_reuse.last_reused
@@ -175,24 +191,31 @@ def test_a_stale_keyframe_is_renewed_beside_the_stream_and_a_new_frame_size_is_r
 
 class HeldEncoder:
     """An image side that returns the frame's mean grey level as its 'maps', and, once `hold` is set, waits
-    until `release` before it does; it counts how many passes run at once."""
+    until `release` before it does; it notes each pass's start, end and thread."""
 
     def __init__(self) -> None:
         self.hold, self.release = threading.Event(), threading.Event()
-        self._lock = threading.Lock()
-        self.running = self.most_at_once = 0
+        self._changed = threading.Condition()
+        self.events: list[tuple[str, float]] = []
+        self.threads: list[threading.Thread] = []  # that ran each pass
 
     def __call__(self, frame: np.ndarray) -> list:
-        with self._lock:
-            self.running += 1
-            self.most_at_once = max(self.most_at_once, self.running)
-        try:
-            if self.hold.is_set():
-                assert self.release.wait(10.0)
-            return [float(frame.mean())]
-        finally:
-            with self._lock:
-                self.running -= 1
+        level = float(frame.mean())
+        self.threads.append(threading.current_thread())
+        self._note("start", level)
+        if self.hold.is_set():
+            assert self.release.wait(10.0)
+        self._note("end", level)
+        return [level]
+
+    def _note(self, what: str, level: float) -> None:
+        with self._changed:
+            self.events.append((what, level))
+            self._changed.notify_all()
+
+    def wait_for_events(self, count: int, timeout_s: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self.events) >= count, timeout_s)
 
 
 def grey(level: int) -> np.ndarray:
@@ -205,20 +228,51 @@ def test_a_view_changing_during_a_renewal_waits_for_it_and_becomes_the_keyframe(
     assert reuse.maps_for(grey(100), encode) == [100.0]
     encode.hold.set()
     clock.now = 2.0
-    buffer = grey(100)
-    assert reuse.maps_for(buffer, encode) == [100.0]  # the old keyframe, while its renewal is held
-    assert reuse.renewing
-    buffer[:] = 0  # the caller's next frame in the same buffer: the renewal must still see the frame it was given
+    assert reuse.maps_for(grey(100), encode) == [100.0]  # the old keyframe, while its renewal is held
+    assert reuse.renewing and encode.wait_for_events(3, 10.0)  # the first pass, and the renewal's start
     answer = []
     changed = threading.Thread(target=lambda: answer.append(reuse.maps_for(grey(150), encode)))
     changed.start()
-    changed.join(0.3)
-    assert changed.is_alive(), "a changed view ran its image pass beside the renewal's"
+    # A changed frame that did not wait would start its own pass now, beside the held renewal.
+    assert not encode.wait_for_events(4, 2.0), f"a second image pass ran beside the renewal: {encode.events}"
     encode.release.set()
     changed.join(10.0)
-    assert answer == [[150.0]] and encode.most_at_once == 1
+    assert answer == [[150.0]]
+    assert encode.events[2:] == [("start", 100.0), ("end", 100.0), ("start", 150.0), ("end", 150.0)]
     clock.now = 2.1
     assert reuse.maps_for(grey(150), encode) == [150.0] and reuse.last_reused  # the changed frame is the keyframe
+
+
+def test_a_keyframe_stands_while_renewed_only_up_to_twice_max_age():
+    clock, encode = SteppedClock(), HeldEncoder()
+    reuse = ViewReuse(DEFAULT_MAX_CHANGE, 2.0, clock=clock)
+    nudged = grey(100)
+    nudged[0, 0] = 0  # the same view to the fingerprint (a change of 0.03), but its own mean grey level
+    reuse.maps_for(grey(100), encode)
+    clock.now = 100.0  # the stream paused (silence): the first frame after it must not get features 100 s old
+    assert reuse.maps_for(nudged, encode) == [float(nudged.mean())]
+    assert reuse.last_change < DEFAULT_MAX_CHANGE and not reuse.last_reused and not reuse.renewing
+    encode.hold.set()
+    clock.now = 102.0
+    assert reuse.maps_for(grey(100), encode) == [float(nudged.mean())] and reuse.last_reused  # renewal held
+    clock.now = 104.0  # the renewal fell behind: this frame waits for it, and then reuses what it renewed
+    threading.Timer(0.5, encode.release.set).start()
+    assert reuse.maps_for(grey(100), encode) == [100.0] and reuse.last_reused
+    assert reuse.diagnostics()["keyframe_age_s"] == pytest.approx(2.0)  # the renewal's frame came at 102 s
+
+
+def test_closing_waits_for_a_renewal_and_ends_its_thread():
+    clock, encode = SteppedClock(), HeldEncoder()
+    reuse = ViewReuse(DEFAULT_MAX_CHANGE, 2.0, clock=clock)
+    reuse.maps_for(grey(100), encode)
+    encode.hold.set()
+    clock.now = 2.0
+    reuse.maps_for(grey(100), encode)
+    threading.Timer(0.5, encode.release.set).start()
+    reuse.close()
+    assert encode.events[-1] == ("end", 100.0) and not reuse.renewing
+    renewal_thread = encode.threads[-1]
+    assert renewal_thread is not threading.current_thread() and not renewal_thread.is_alive()
 
 
 def test_a_renewal_reads_the_frame_it_was_given():
@@ -253,7 +307,7 @@ def test_a_failed_renewal_raises_once_and_the_next_stale_frame_tries_again():
     clock.now = 2.0
     assert reuse.maps_for(grey(100), encode) == [1.0]  # its renewal fails
     reuse.wait_for_renewal()
-    with pytest.raises(RuntimeError, match="out of memory in the image pass"):
+    with pytest.raises(RuntimeError, match="renewing the keyframe's image features failed: .*out of memory"):
         reuse.maps_for(grey(100), encode)
     assert reuse.maps_for(grey(100), encode) == [1.0]  # stale still: a new renewal, which succeeds
     reuse.wait_for_renewal()

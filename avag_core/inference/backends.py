@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -155,6 +156,9 @@ class ExportedGraphsBackend(InferenceBackend):
         self._signatures = graph_signatures(self.config)
         self._graphs = {name: self._open_checked(self._graph_file(manifest, name), s)
                         for name, s in self._signatures.items()}
+        # An OpenVINO graph has one infer request, which two threads must not run at once (a keyframe renewal,
+        # avag_core.inference.view_reuse, beside a frame of another predictor on this backend).
+        self._graph_locks = {name: threading.Lock() for name in self._graphs}
 
     def _graph_file(self, manifest: ExportManifest, name: str) -> Path:
         return manifest.folder / self._signatures[name].file
@@ -184,7 +188,8 @@ class ExportedGraphsBackend(InferenceBackend):
     def _run_graph(self, name: str, feeds: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         arrays = {key: np.ascontiguousarray(value.detach().cpu().numpy(), dtype=np.float32)
                   for key, value in feeds.items()}
-        results = self._run(self._graphs[name], arrays, list(self._signatures[name].outputs))
+        with self._graph_locks[name]:
+            results = self._run(self._graphs[name], arrays, list(self._signatures[name].outputs))
         return [torch.from_numpy(np.asarray(result)) for result in results]
 
     def encode_image(self, pixels: torch.Tensor) -> list[torch.Tensor]:

@@ -26,6 +26,7 @@ import torch
 from ..image import as_rgb
 
 FINGERPRINT_SIZE = (32, 24)  # width, height, as cv2 takes it
+STALE_LIMIT = 2.0  # a keyframe stands while it is renewed until it is this many max_age_s old
 DEFAULT_WINDOW_S = 10.0
 
 
@@ -82,16 +83,25 @@ class ViewReuse:
     @property
     def renewing(self) -> bool:
         """Whether a keyframe's renewal is computing."""
-        return self._renewal is not None and not self._renewal.done()
+        renewal = self._renewal
+        return renewal is not None and not renewal.done()
 
     def maps_for(self, image: np.ndarray,
                  encode: Callable[[np.ndarray], list[torch.Tensor]]) -> list[torch.Tensor]:
-        """The keyframe's maps if `image` shows its view, else `encode(image)`'s, kept as the new keyframe. A renewal
-        that has finished becomes the keyframe first; one that failed raises its error here, and the next stale
-        frame tries again."""
+        """The keyframe's maps if `image` shows its view, else `encode(image)`'s, kept as the new keyframe.
+
+        A keyframe `max_age_s` old is renewed beside the stream and stands meanwhile, up to twice `max_age_s`: one
+        older (after a pause in the stream, or behind a renewal that cannot keep up) never stands, and a renewal
+        in progress is waited for. A renewal that has finished becomes the keyframe first; one that failed raises
+        its error here, and the next stale frame tries again.
+        """
         now = self._clock()
-        if self._renewal is not None and self._renewal.done():
-            self._install_renewal()
+        if self._renewal is not None:
+            keyframe = self._keyframe
+            if keyframe is not None and now - keyframe.taken_at >= STALE_LIMIT * self.max_age_s:
+                self.wait_for_renewal()
+            if self._renewal.done():
+                self._install_renewal()
         if not self.enabled:
             self._drop_renewal()
             self._set_keyframe(None)
@@ -102,10 +112,11 @@ class ViewReuse:
         keyframe = self._keyframe
         comparable = keyframe is not None and keyframe.size == size
         change = view_change(fingerprint, keyframe.fingerprint) if comparable else math.nan
-        reused = comparable and change < self.max_change
+        age = now - keyframe.taken_at if keyframe is not None else math.inf
+        reused = comparable and change < self.max_change and age < STALE_LIMIT * self.max_age_s
         self._decide(now, change, reused)
         if reused:
-            if now - keyframe.taken_at >= self.max_age_s and self._renewal is None:
+            if age >= self.max_age_s and self._renewal is None:
                 frame = np.array(image)  # the caller may fill its buffer with the next frame before this is read
                 self._renewal = self._renewer.submit(lambda: Keyframe(fingerprint, size, encode(frame), now))
             return keyframe.maps
@@ -125,9 +136,20 @@ class ViewReuse:
         self.wait_for_renewal()
         self._renewal = None
 
+    def close(self) -> None:
+        """For the end of its use: let a renewal in progress finish and end the renewal thread, so that nothing
+        computes after this returns and the model can be freed."""
+        self._drop_renewal()
+        self._set_keyframe(None)
+        self._renewer.shutdown(wait=True)
+
     def _install_renewal(self) -> None:
         renewal, self._renewal = self._renewal, None
-        self._set_keyframe(renewal.result())
+        try:
+            keyframe = renewal.result()
+        except Exception as error:
+            raise RuntimeError(f"renewing the keyframe's image features failed: {error!r}") from error
+        self._set_keyframe(keyframe)
 
     def _set_keyframe(self, keyframe: Keyframe | None) -> None:
         with self._lock:  # diagnostics reads it from another thread
