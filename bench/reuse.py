@@ -2,7 +2,7 @@
 stream, with reuse and without, and the predictor's time for a reused frame beside a full one.
 
     python bench/reuse.py [--presets avagformer_b0 avagformer_b5] [--size 512] [--row openvino:cpu:bf16]
-        [--seconds 12] [--rounds 4] [--max-age-s 2 5] [--camera-hz 30]
+        [--seconds 12] [--rounds 4] [--max-age-s 2 5] [--camera-hz 30] [--pairs 12]
 
 A row is BACKEND:DEVICE:PRECISION; the default is OpenVINO bf16 where the CPU has bf16 instructions (AVX-512 BF16
 or AMX), else OpenVINO fp32; openvino:cpu:int8 quantizes the export first (synthetic calibration, minutes for
@@ -25,9 +25,11 @@ b5). Random seed-0 weights, exported once per preset.
   runs in another stream's turn.
 - On the still stream with reuse, the median `predict` time of the reused frames whose sound was the last frame's
   (the head's output reused too), of the reused frames with a new sound window (the head runs on the kept maps:
-  what every frame would cost if the sound changed every frame), and of the frames without reuse (full); changed
-  ms: on the moving stream, the median time of a frame that became a keyframe with reuse on, beside a frame with
-  reuse off (the cost reuse adds to a changed view).
+  what every frame would cost if the sound changed every frame), and of the frames without reuse (full).
+- changed ms: the cost reuse adds to a changed view, measured in pairs (--pairs) apart from the streams, since
+  a stream's dozen full frames vary more than that cost: each moving frame is predicted with reuse on (where it
+  differs from the keyframe, the frame before it, so it becomes the keyframe) and with reuse off, back to back,
+  in alternating order; the medians of both and their ratio.
 Before the table, the fingerprint change two noisy exposures of a still view give, and the change of an object
 moved by 2.5 % of the width: what the default reuse.max_change sits between.
 """
@@ -195,8 +197,27 @@ class StreamRun:
         return f"{statistics.median(times):.0f}" if times else "-"
 
 
+def changed_view_ms(predictor: AffordancePredictor, frames: list[np.ndarray], pairs: int) -> str:
+    clip = np.random.default_rng(3).normal(0.0, 0.1, 2 * SAMPLE_RATE).astype(np.float32)
+    reuse = ViewReuse(spec("reuse.max_change").default, spec("reuse.max_age_s").default)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    predictor.view_reuse, predictor.audio_cache = reuse, AudioEmbeddingCache()
+    predictor.predict(frames[-1], clip, SAMPLE_RATE)  # the keyframe the first pair's frame differs from
+    for index in range(pairs):
+        frame = frames[index % len(frames)]
+        for reusing in (True, False) if index % 2 == 0 else (False, True):
+            predictor.view_reuse = reuse if reusing else None
+            begun = time.perf_counter()
+            predictor.predict(frame, clip, SAMPLE_RATE)
+            times[reusing].append((time.perf_counter() - begun) * 1000)
+            if reusing and reuse.last_reused:
+                raise RuntimeError(f"moving frame {index} reused the keyframe (change {reuse.last_change:.3f})")
+    on, off = statistics.median(times[True]), statistics.median(times[False])
+    return f"{on:.0f} / {off:.0f} ({on / off - 1:+.1%})"
+
+
 def measure(preset: str, size: int, row: str, seconds: float, rounds: int, max_ages_s: list[float],
-            camera_hz: float) -> None:
+            camera_hz: float, pairs: int) -> None:
     backend, device, precision = row.split(":")
     torch.manual_seed(0)
     model = build_model(preset, image_size=size).eval()
@@ -215,12 +236,13 @@ def measure(preset: str, size: int, row: str, seconds: float, rounds: int, max_a
         for _ in range(rounds):
             for run in runs.values():
                 run.run(seconds / rounds)
+        changed = changed_view_ms(predictor, views["moving"], pairs)
         for age in max_ages_s:
             still, moving = runs["still", age], runs["moving", age]
             print(f"| {preset} | {size} | {row} | {age:g} | {runs['still', None].rate()} | {still.rate()} | "
                   f"{runs['moving', None].rate()} | {moving.rate()} | {still.median_ms(True, True)} | "
                   f"{still.median_ms(True, False)} | {runs['still', None].median_ms()} | "
-                  f"{moving.median_ms(False)} / {runs['moving', None].median_ms()} |", flush=True)
+                  f"{changed} |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,15 +255,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-age-s", type=float, nargs="+", default=[spec("reuse.max_age_s").default],
                         help="reuse.max_age_s values, each a pair of reuse streams (default: the node's)")
     parser.add_argument("--camera-hz", type=float, default=30.0, help="the camera's frame rate")
+    parser.add_argument("--pairs", type=int, default=12, help="changed-view frames timed with reuse on and off")
     args = parser.parse_args(argv)
     fingerprint_figures()
     print(f"masks per second, 640x480 stream at {args.camera_hz:g} Hz, {args.seconds:g} s each in {args.rounds} "
           f"turns, {torch.get_num_threads()} torch threads")
     print("| preset | px | row | max_age_s | still, no reuse | still, reuse | moving, no reuse | moving, reuse | "
-          "reused ms, same sound | reused ms, new sound | full ms | changed ms, reuse on / off |")
+          "reused ms, same sound | reused ms, new sound | full ms | changed ms, reuse on / off (paired) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for preset in args.presets:
-        measure(preset, args.size, args.row, args.seconds, args.rounds, args.max_age_s, args.camera_hz)
+        measure(preset, args.size, args.row, args.seconds, args.rounds, args.max_age_s, args.camera_hz, args.pairs)
     return 0
 
 
