@@ -61,9 +61,9 @@ class RingBuffer:
         """The most recent `seconds` of audio (less if not yet recorded).
 
         With `align_s`, the last whole windows of `align_s` on a grid counted from the stream's first sample that
-        fit in `seconds`, each with the `overhang_s` after it that its analysis also reads (avag_core.audio): the
-        clip changes only as a window completes, and successive clips share whole windows (and their cached
-        embeddings). Until one window is recorded, what there is.
+        fit in `seconds`, and the `overhang_s` after the last that its analysis also reads (avag_core.audio): the
+        clip changes only as a window completes, and successive clips share whole windows. Until one window is
+        recorded, what there is.
         """
         with self._lock:
             available = min(self._written, self._data.size)
@@ -73,8 +73,8 @@ class RingBuffer:
                 grid = int(round(align_s * self.sample_rate))
                 overhang = math.ceil(overhang_s * self.sample_rate - 1e-6)
                 end = (self._written - overhang) // grid * grid  # of the last whole window, before its overhang
-                # whole windows within `seconds` and still held by the ring
-                windows = min(count - overhang, available - (self._written - end)) // grid
+                # whole windows within `seconds` and still held by the ring; the overhang may reach past `seconds`
+                windows = min(count, available - (self._written - end)) // grid
                 if end > 0 and windows > 0:
                     start, count = end - windows * grid, windows * grid + overhang
             first = start % self._data.size

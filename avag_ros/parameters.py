@@ -126,7 +126,7 @@ SPECS = (
          "keyframe's image features and runs only the audio and the mask head: mean absolute difference, in grey "
          "levels (0-255), of the two frames shrunk to 32x24 grey. 0 turns reuse off.", range=(0.0, 255.0)),
     Spec("reuse.max_age_s", 2.0, "A keyframe this old is renewed from the next frame of its view, beside the "
-         "stream (the old one stands until its successor is ready); 0 turns reuse off.",
+         "stream (the old one stands until its successor is ready, at most twice this age); 0 turns reuse off.",
          range=(0.0, 3600.0)),
 )
 

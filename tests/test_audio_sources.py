@@ -57,11 +57,21 @@ def test_ring_buffer_aligned_clips_are_the_last_whole_windows_on_the_grid():
 def test_aligned_windows_carry_the_overhang_their_analysis_reads():
     buffer = RingBuffer(sample_rate=10, capacity_s=5.0)
     buffer.write(np.arange(26, dtype=np.float32), 0)
-    # 5-sample windows reading 2 samples past their end, two of them in 1.5 s: 20-24 is whole once 26 is written
-    assert buffer.latest(1.5, align_s=0.5, overhang_s=0.2).tolist() == list(range(10, 22))
+    # 5-sample windows reading 2 samples past their end, three of them in 1.5 s: 20-24 is whole once 26 is written
+    assert buffer.latest(1.5, align_s=0.5, overhang_s=0.2).tolist() == list(range(5, 22))
     buffer.write(np.arange(26, 27, dtype=np.float32), 0)
-    assert buffer.latest(1.5, align_s=0.5, overhang_s=0.2).tolist() == list(range(15, 27))
-    assert buffer.latest(1.1, align_s=0.5, overhang_s=0.2).tolist() == list(range(20, 27))  # two do not fit
+    assert buffer.latest(1.5, align_s=0.5, overhang_s=0.2).tolist() == list(range(10, 27))
+    assert buffer.latest(1.1, align_s=0.5, overhang_s=0.2).tolist() == list(range(15, 27))  # two fit, not three
+
+
+@pytest.mark.parametrize("window_s, examples", [(0.96, 1), (1.92, 2), (2.0, 2), (19.2, 20)])
+def test_the_clip_holds_every_whole_window_that_fits(window_s, examples):
+    """audio.window_s counts whole 0.96 s windows, the 15 ms overhang aside: 19.2 s is the model's 20 windows."""
+    rate = 16000
+    buffer = RingBuffer(sample_rate=rate, capacity_s=window_s + 1.0)  # as the node sizes it (avag_ros.audio_setup)
+    buffer.write(np.random.default_rng(1).normal(0.0, 0.1, int((window_s + 0.5) * rate)).astype(np.float32), 0)
+    clip = buffer.latest(window_s, align_s=EXAMPLE_SECONDS, overhang_s=EXAMPLE_OVERHANG_S)
+    assert waveform_to_examples(clip, rate).shape[0] == examples
 
 
 @pytest.mark.parametrize("rate", [16000, 44100, 48000])

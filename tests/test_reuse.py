@@ -273,6 +273,8 @@ def test_closing_waits_for_a_renewal_and_ends_its_thread():
     assert encode.events[-1] == ("end", 100.0) and not reuse.renewing
     renewal_thread = encode.threads[-1]
     assert renewal_thread is not threading.current_thread() and not renewal_thread.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):
+        reuse.maps_for(grey(100), encode)
 
 
 def test_a_renewal_reads_the_frame_it_was_given():

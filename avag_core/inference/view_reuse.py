@@ -72,6 +72,7 @@ class ViewReuse:
         self._keyframe: Keyframe | None = None
         self._renewal: Future[Keyframe] | None = None
         self._renewer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyframe-renewal")
+        self._closed = False
         self._decisions: deque[tuple[float, bool]] = deque()  # (when, reused) over the last window_s
         self.last_change = math.nan  # vs the keyframe; NaN while there is none of this frame's size
         self.last_reused = False
@@ -95,6 +96,8 @@ class ViewReuse:
         in progress is waited for. A renewal that has finished becomes the keyframe first; one that failed raises
         its error here, and the next stale frame tries again.
         """
+        if self._closed:
+            raise RuntimeError("this ViewReuse is closed: make a new one")
         now = self._clock()
         if self._renewal is not None:
             keyframe = self._keyframe
@@ -139,6 +142,7 @@ class ViewReuse:
     def close(self) -> None:
         """For the end of its use: let a renewal in progress finish and end the renewal thread, so that nothing
         computes after this returns and the model can be freed."""
+        self._closed = True
         self._drop_renewal()
         self._set_keyframe(None)
         self._renewer.shutdown(wait=True)
