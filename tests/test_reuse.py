@@ -222,14 +222,22 @@ def grey(level: int) -> np.ndarray:
     return np.full((48, 64, 3), level, np.uint8)
 
 
-def test_a_view_changing_during_a_renewal_waits_for_it_and_becomes_the_keyframe():
+def renewal_held(renewed: np.ndarray | None = None) -> tuple[SteppedClock, HeldEncoder, ViewReuse]:
+    """A ViewReuse (max_age_s 2) whose keyframe, grey 100, was taken at 0 s, and at 2 s the frame `renewed` (grey
+    100 if None), which is served the old keyframe and starts a renewal held until `encode.release` is set."""
     clock, encode = SteppedClock(), HeldEncoder()
     reuse = ViewReuse(DEFAULT_MAX_CHANGE, 2.0, clock=clock)
     assert reuse.maps_for(grey(100), encode) == [100.0]
     encode.hold.set()
     clock.now = 2.0
-    assert reuse.maps_for(grey(100), encode) == [100.0]  # the old keyframe, while its renewal is held
-    assert reuse.renewing and encode.wait_for_events(3, 10.0)  # the first pass, and the renewal's start
+    assert reuse.maps_for(grey(100) if renewed is None else renewed, encode) == [100.0]
+    assert reuse.renewing
+    return clock, encode, reuse
+
+
+def test_a_view_changing_during_a_renewal_waits_for_it_and_becomes_the_keyframe():
+    clock, encode, reuse = renewal_held()
+    assert encode.wait_for_events(3, 10.0)  # the first pass, and the renewal's start
     answer = []
     changed = threading.Thread(target=lambda: answer.append(reuse.maps_for(grey(150), encode)))
     changed.start()
@@ -262,12 +270,7 @@ def test_a_keyframe_stands_while_renewed_only_up_to_twice_max_age():
 
 
 def test_closing_waits_for_a_renewal_and_ends_its_thread():
-    clock, encode = SteppedClock(), HeldEncoder()
-    reuse = ViewReuse(DEFAULT_MAX_CHANGE, 2.0, clock=clock)
-    reuse.maps_for(grey(100), encode)
-    encode.hold.set()
-    clock.now = 2.0
-    reuse.maps_for(grey(100), encode)
+    _, encode, reuse = renewal_held()
     threading.Timer(0.5, encode.release.set).start()
     reuse.close()
     assert encode.events[-1] == ("end", 100.0) and not reuse.renewing
@@ -278,14 +281,9 @@ def test_closing_waits_for_a_renewal_and_ends_its_thread():
 
 
 def test_a_renewal_reads_the_frame_it_was_given():
-    clock, encode = SteppedClock(), HeldEncoder()
-    reuse = ViewReuse(DEFAULT_MAX_CHANGE, 2.0, clock=clock)
-    reuse.maps_for(grey(100), encode)
-    encode.hold.set()
-    clock.now = 2.0
     buffer = grey(100)
     buffer[0, 0] = 0  # within max_change of the keyframe, and its own mean
-    reuse.maps_for(buffer, encode)
+    clock, encode, reuse = renewal_held(buffer)
     expected = float(buffer.mean())
     buffer[:] = 0  # the caller's next frame in the same buffer, before the renewal reads it
     encode.release.set()
