@@ -1,6 +1,7 @@
 """Does AVAGFormer learn that the sound decides the target? Train from random initialisation on the synthetic
-task for a fixed wall time, then score the held-out synthetic val split three ways: with the true sound, with
-another category's sound, and with silence.
+task for a fixed wall time, then score the held-out synthetic val split four ways: with the true sound, with
+another category's sound, with silence, and with the first 0.5 s of the true sound (what the node has heard of a
+sound 0.5 s after its onset).
 
     python bench/learnability.py [--minutes 30] [--out runs/learnability] [--json scores.json] [--size 128]
 
@@ -23,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from avag_core import AffordancePredictor
-from avag_core.audio import audio_to_model_input
+from avag_core.audio import audio_to_model_input, load_audio
 from avag_core.checkpoints.weights import load_checkpoint
 from avag_core.data import AffordanceDataset, read_index
 from avag_core.data.dataset import load_log_mel
@@ -31,10 +32,12 @@ from avag_core.training.evaluation import score_model
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("mIoU_f", "F_f", "mIoU_d", "F_d")
+SHORT_S = 0.5
 
 
 class ReplacedSound(Dataset):
-    """The val split with every clip replaced: by silence, or by a clip of a different category."""
+    """The val split with every clip replaced: by silence, by a clip of a different category, or by its own first
+    SHORT_S."""
 
     def __init__(self, dataset: AffordanceDataset, mode: str, seed: int = 0) -> None:
         self.dataset, self.mode = dataset, mode
@@ -52,8 +55,13 @@ class ReplacedSound(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.dataset[index]
-        sample["log_mel"] = (self.silence if self.mode == "silence"
-                             else load_log_mel(self.replacement[index], self.dataset.num_windows))
+        if self.mode == "silence":
+            sample["log_mel"] = self.silence
+        elif self.mode == "short":  # what the node has heard SHORT_S after a sound's onset
+            waveform, rate = load_audio(self.dataset.rows[index].audio)
+            sample["log_mel"] = audio_to_model_input(waveform[:int(SHORT_S * rate)], rate, self.dataset.num_windows)
+        else:
+            sample["log_mel"] = load_log_mel(self.replacement[index], self.dataset.num_windows)
         return sample
 
 
@@ -94,7 +102,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     results = {"minutes": minutes, "steps": steps, "image_size": config.image_size}
     for label, dataset in (("true", val), ("other", ReplacedSound(val, "other", args.seed)),
-                           ("silence", ReplacedSound(val, "silence"))):
+                           ("silence", ReplacedSound(val, "silence")),
+                           (f"true, first {SHORT_S:g} s", ReplacedSound(val, "short"))):
         loader = DataLoader(dataset, batch_size=16, num_workers=1)
         scores = score_model(predictor.backend.model, loader, predictor.device).result()
         results[label] = {key: scores[key] for key in METRICS}

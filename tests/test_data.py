@@ -3,6 +3,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -163,3 +164,38 @@ def test_synthetic_dataset_is_deterministic_and_sound_decides(tmp_path):
     shared = [masks for masks in by_stem.values() if len(masks) > 1]
     assert shared and all(not np.array_equal(m[0], m[1]) for m in shared)
     assert category_splits(tmp_path / "a") == (splits["seen"], splits["unseen"])
+
+
+def test_audio_crops_run_from_the_shortest_to_the_whole_clip_and_are_the_clip_itself(tmp_path):
+    """audio_crop_min_s (train.py): each draw is a run of the clip's own samples, at least that long (or the whole
+    clip when shorter), up to the whole clip, anywhere in it; what the model gets is the front end of that run."""
+    import soundfile
+
+    from avag_core.audio import audio_to_model_input
+    from avag_core.data.avagd import IndexRow
+    from avag_core.data.dataset import crop_span, load_cropped_log_mel
+
+    rate = 16000
+    generator = torch.Generator().manual_seed(0)
+    spans = [crop_span(2 * rate, rate, 0.3, generator) for _ in range(2000)]
+    lengths = np.array([s.stop - s.start for s in spans])
+    assert lengths.min() >= 0.3 * rate and lengths.max() <= 2 * rate and all(0 <= s.start for s in spans)
+    assert all(s.stop <= 2 * rate for s in spans)
+    # lengths spread over the whole range, starts over the whole clip
+    assert np.percentile(lengths, 5) < 0.5 * rate and np.percentile(lengths, 95) > 1.8 * rate
+    assert min(s.start for s in spans) < 0.05 * rate and max(s.stop for s in spans) > 1.95 * rate
+    assert crop_span(1000, rate, 0.3, generator) == slice(0, 1000)  # shorter than 0.3 s: the whole clip
+
+    clip = np.random.default_rng(1).normal(0, 0.1, 2 * rate).astype(np.float32)
+    path = tmp_path / "clip.wav"
+    soundfile.write(path, clip, rate, subtype="PCM_16")
+    clip = soundfile.read(path, dtype="int16")[0] / np.float32(32768)  # as stored
+    row = IndexRow(tmp_path / "x.jpg", path, tmp_path / "m.png", None, None)
+    torch.manual_seed(7)
+    cropped = load_cropped_log_mel(row, 20, 0.3)
+    torch.manual_seed(7)
+    span = crop_span(clip.size, rate, 0.3)
+    torch.testing.assert_close(cropped, audio_to_model_input(clip[span], rate, 20))
+    with pytest.raises(ValueError, match="needs the clip itself"):
+        load_cropped_log_mel(IndexRow(tmp_path / "x.jpg", tmp_path / "gone.wav", tmp_path / "m.png", None,
+                                      tmp_path / "x.pt"), 20, 0.3)

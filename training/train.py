@@ -78,6 +78,7 @@ config = {
     "weight_decay": 0.01,
     "aux_weight": 0.1,
     "augment": True,  # the released joint image/mask augmentation (affine, flip, colour jitter)
+    "audio_crop_min_s": 0.0,  # > 0: train on random crops of each clip, this long up to whole (0: whole, as released)
     "freeze_backbone_epochs": 10,
     "precision": "fp32",  # fp32 | bf16 | fp16 (fp16 uses a gradient scaler)
     "device": "auto",
@@ -112,9 +113,10 @@ def parse_config(argv: list[str] | None) -> dict:
         parser.error("vggish_weights is given but audio_encoder is log_mel_cnn")
     if not 0.0 <= cfg["foreground_prior"] < 1.0:
         parser.error(f"foreground_prior must be in [0, 1), got {cfg['foreground_prior']}")
-    if cfg["final_lr_scale"] <= 0 or min(cfg["warmup_steps"], cfg["grad_clip"], cfg["bn_recalibration_batches"]) < 0:
-        parser.error("final_lr_scale must be positive; warmup_steps, grad_clip and bn_recalibration_batches "
-                     "non-negative")
+    if cfg["final_lr_scale"] <= 0 or min(cfg["warmup_steps"], cfg["grad_clip"], cfg["bn_recalibration_batches"],
+                                         cfg["audio_crop_min_s"]) < 0:
+        parser.error("final_lr_scale must be positive; warmup_steps, grad_clip, bn_recalibration_batches and "
+                     "audio_crop_min_s non-negative")
     return cfg
 
 
@@ -203,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     # data -------------------------------------------------------------------------------------------------------
     data = Path(cfg["data"])
     train_set = AffordanceDataset(read_index(data / "train.csv"), cfg["image_size"],
-                                  model.config.num_audio_windows, augment=cfg["augment"])
+                                  model.config.num_audio_windows, augment=cfg["augment"],
+                                  audio_crop_min_s=cfg["audio_crop_min_s"])
     val_set = AffordanceDataset(read_index(data / "val.csv"), cfg["image_size"],
                                 model.config.num_audio_windows, augment=False)
     train_sampler = DistributedSampler(train_set, shuffle=True, seed=cfg["seed"], drop_last=True) if distributed \
@@ -217,8 +220,10 @@ def main(argv: list[str] | None = None) -> int:
                               persistent_workers=cfg["num_workers"] > 0)
     val_loader = DataLoader(val_shard, cfg["batch_size"], num_workers=cfg["num_workers"])
 
-    # The audio is not augmented: with a frozen encoder, embed each distinct window once for the whole run.
-    audio_cache = AudioEmbeddingCache(capacity=1 << 20) if model.config.freeze_audio_encoder else None
+    # With a frozen encoder, embed each distinct window once for the whole run. Cropped clips are new windows
+    # nearly every time, so then the cache only keeps the padding window and the like from being embedded again.
+    audio_cache = (AudioEmbeddingCache(capacity=4096 if cfg["audio_crop_min_s"] else 1 << 20)
+                   if model.config.freeze_audio_encoder else None)
 
     def audio_inputs(log_mel: torch.Tensor) -> dict:
         if audio_cache is None:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..audio import audio_to_model_input, fit_to_windows, load_audio
+from ..audio import SAMPLE_RATE, audio_to_model_input, fit_to_windows, load_audio, to_mono_16k
 from ..image import load_image
 from .avagd import IndexRow
 from .transforms import apply_joint, evaluation_transform, training_transform
@@ -35,13 +35,38 @@ def load_log_mel(row: IndexRow, num_windows: int) -> torch.Tensor:
     return audio_to_model_input(waveform, rate, num_windows)
 
 
+def crop_span(samples: int, sample_rate: float, min_s: float, generator: torch.Generator | None = None) -> slice:
+    """A random crop of a clip of `samples`: its length uniform from `min_s` (or the whole clip, if shorter) to the
+    whole clip, its start uniform over the places it fits."""
+    shortest = min(samples, max(1, int(round(min_s * sample_rate))))
+    length = shortest + int(torch.randint(samples - shortest + 1, (), generator=generator))
+    start = int(torch.randint(samples - length + 1, (), generator=generator))
+    return slice(start, start + length)
+
+
+def load_cropped_log_mel(row: IndexRow, num_windows: int, min_s: float) -> torch.Tensor:
+    """[T, 1, 96, 64] of a random crop of the row's clip (crop_span): what a stream shows the model at an onset,
+    from `min_s` of a sound, zero-padded to 1 s as any short clip, up to the whole clip. Drawn from torch's RNG,
+    which the DataLoader seeds per worker."""
+    if not row.audio.is_file():
+        raise ValueError(f"audio cropping needs the clip itself, but {row.audio} is not a file (an index of "
+                         "precomputed log-mel only cannot be cropped)")
+    waveform, rate = load_audio(row.audio)
+    samples = to_mono_16k(waveform, rate)
+    return audio_to_model_input(samples[crop_span(samples.numel(), SAMPLE_RATE, min_s)], SAMPLE_RATE, num_windows)
+
+
 class AffordanceDataset(Dataset):
-    def __init__(self, rows: list[IndexRow], image_size: int, num_windows: int, augment: bool) -> None:
-        """`augment`: the training augmentation (spec section 9); without it, only resizing and normalisation."""
+    def __init__(self, rows: list[IndexRow], image_size: int, num_windows: int, augment: bool,
+                 audio_crop_min_s: float = 0.0) -> None:
+        """`augment`: the training augmentation (spec section 9); without it, only resizing and normalisation.
+        `audio_crop_min_s` > 0: each clip is a random crop of it, from that many seconds to the whole clip
+        (load_cropped_log_mel); 0: the whole clip, as released."""
         if not rows:
             raise ValueError("the dataset index has no rows")
         self.rows = rows
         self.num_windows = num_windows
+        self.audio_crop_min_s = audio_crop_min_s
         self.transform = training_transform(image_size) if augment else evaluation_transform(image_size)
 
     def __len__(self) -> int:
@@ -56,5 +81,7 @@ class AffordanceDataset(Dataset):
         pixels, function_mask, dependency_mask = apply_joint(
             self.transform, torch.from_numpy(image).permute(2, 0, 1),
             torch.from_numpy(function)[None], torch.from_numpy(dependency)[None])
-        return {"image": pixels, "log_mel": load_log_mel(row, self.num_windows), "function_mask": function_mask,
+        log_mel = (load_cropped_log_mel(row, self.num_windows, self.audio_crop_min_s) if self.audio_crop_min_s > 0
+                   else load_log_mel(row, self.num_windows))
+        return {"image": pixels, "log_mel": log_mel, "function_mask": function_mask,
                 "dependency_mask": dependency_mask, "name": row.name, "index": index}
