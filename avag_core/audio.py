@@ -93,12 +93,13 @@ def to_mono_16k(waveform: np.ndarray | torch.Tensor, sample_rate: float) -> torc
 
 
 @lru_cache(maxsize=None)
-def mel_filterbank() -> torch.Tensor:
-    """[257, 64] VGGish mel weights: HTK mel scale, triangles linear in mel, DC bin zeroed."""
+def mel_filterbank(sample_rate: int = SAMPLE_RATE, fft_size: int = FFT_SIZE) -> torch.Tensor:
+    """[fft_size // 2 + 1, 64] VGGish mel weights: HTK mel scale, triangles linear in mel, DC bin zeroed. The model's
+    front end uses the defaults; other rates and sizes give the same bands for audio analysed at its own rate."""
     def hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
         return 1127.0 * torch.log1p(hz / 700.0)
 
-    bins_mel = hz_to_mel(torch.linspace(0.0, SAMPLE_RATE / 2, FFT_SIZE // 2 + 1, dtype=torch.float64))
+    bins_mel = hz_to_mel(torch.linspace(0.0, sample_rate / 2, fft_size // 2 + 1, dtype=torch.float64))
     edges = torch.linspace(hz_to_mel(torch.tensor(MEL_MIN_HZ, dtype=torch.float64)),
                            hz_to_mel(torch.tensor(MEL_MAX_HZ, dtype=torch.float64)), MEL_BANDS + 2,
                            dtype=torch.float64)

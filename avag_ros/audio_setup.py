@@ -10,7 +10,9 @@ from .parameters import GroundingSettings
 def make_audio_source(node, settings: GroundingSettings) -> AudioSource:
     """Stamped with `node`'s ROS clock; a topic source subscribes through `node`. Raises ValueError on settings
     the source refuses (a missing file, say)."""
-    buffer_s = max(settings.audio_window_s, settings.audio_hold_s) + 1.0
+    # an event's clip (audio.window_s, its overhang and pre-roll) and the audio between two looks at the stream:
+    # diagnostics look every second even when no frame comes
+    buffer_s = max(settings.audio_window_s, settings.audio_hold_s) + 3.0
     now = lambda: node.get_clock().now().nanoseconds  # noqa: E731
     if settings.audio_source == "file":
         return FileSource(settings.audio_file, buffer_s, now)

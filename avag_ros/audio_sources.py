@@ -5,7 +5,6 @@ seconds from it. Sources never raise out of their threads: failures go to `healt
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -17,9 +16,7 @@ from avag_core.audio import load_audio
 
 Clock = Callable[[], int]  # ROS time now, in nanoseconds
 
-LEVEL_FRAME_S = 0.05  # RMS is measured over 50 ms frames
 SILENCE_DB = -120.0
-MIN_AUDIO_S = 0.1  # no sound event before a source has delivered this much
 
 
 class RingBuffer:
@@ -57,53 +54,37 @@ class RingBuffer:
             self._written += total
             self._last_stamp_ns = stamp_ns
 
-    def latest(self, seconds: float, align_s: float = 0.0, overhang_s: float = 0.0) -> np.ndarray:
-        """The most recent `seconds` of audio (less if not yet recorded).
+    @property
+    def capacity(self) -> int:
+        """How many of the last samples the ring holds."""
+        return self._data.size
 
-        With `align_s`, the last whole windows of `align_s` on a grid counted from the stream's first sample that
-        fit in `seconds`, and the `overhang_s` after the last that its analysis also reads (avag_core.audio): the
-        clip changes only as a window completes, and successive clips share whole windows. Until one window is
-        recorded, what there is.
-        """
+    def latest(self, seconds: float) -> np.ndarray:
+        """The most recent `seconds` of audio (less if not yet recorded)."""
         with self._lock:
-            available = min(self._written, self._data.size)
-            count = min(int(round(seconds * self.sample_rate)), available)
-            start = self._written - count
-            if align_s > 0:
-                grid = int(round(align_s * self.sample_rate))
-                overhang = math.ceil(overhang_s * self.sample_rate - 1e-6)
-                end = (self._written - overhang) // grid * grid  # of the last whole window, before its overhang
-                # whole windows within `seconds` and still held by the ring; the overhang may reach past `seconds`
-                windows = min(count, available - (self._written - end)) // grid
-                if end > 0 and windows > 0:
-                    start, count = end - windows * grid, windows * grid + overhang
-            first = start % self._data.size
-            if first + count <= self._data.size:
-                return self._data[first:first + count].copy()
-            return np.concatenate((self._data[first:], self._data[:first + count - self._data.size]))
+            count = min(int(round(seconds * self.sample_rate)), self._written, self._data.size)
+            return self._copy(self._written - count, self._written)
 
-    def level_db(self, seconds: float) -> float:
-        """Loudest 50 ms RMS over the last `seconds`, in dBFS."""
-        recent = self.latest(seconds)
-        frame = max(1, int(LEVEL_FRAME_S * self.sample_rate))
-        if recent.size == 0:
-            return SILENCE_DB
-        frames = recent[:recent.size // frame * frame].reshape(-1, frame) if recent.size >= frame else recent[None]
-        if not np.isfinite(frames).all():
-            return math.nan
-        rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1)).max()
-        return max(SILENCE_DB, 20 * math.log10(rms)) if rms > 0 else SILENCE_DB
+    def read(self, start: int, end: int) -> np.ndarray:
+        """Samples [start, end) of the stream, counted from its first sample. Raises ValueError for samples that
+        are not written yet or no longer held."""
+        with self._lock:
+            if not self._written - self._data.size <= start <= end <= self._written:
+                raise ValueError(f"samples {start}-{end} are not in the ring, which holds "
+                                 f"{max(0, self._written - self._data.size)}-{self._written}")
+            return self._copy(start, end)
 
+    def _copy(self, start: int, end: int) -> np.ndarray:
+        first, count = start % self._data.size, end - start
+        if first + count <= self._data.size:
+            return self._data[first:first + count].copy()
+        return np.concatenate((self._data[first:], self._data[:first + count - self._data.size]))
 
-def sound_event_active(buffer: RingBuffer, hold_s: float, min_level_db: float) -> bool:
-    """True while the audio level exceeded `min_level_db` within the last `hold_s` seconds. Raises ValueError on
-    NaN or infinite samples."""
-    if buffer.written < MIN_AUDIO_S * buffer.sample_rate:
-        return False
-    level = buffer.level_db(hold_s)
-    if math.isnan(level):
-        raise ValueError("the audio contains NaN or infinite samples")
-    return level >= min_level_db
+    def stamp_of(self, index: int) -> int:
+        """The time of sample `index` on the clock that stamps the blocks, from the stamp of the last one written
+        (the rate apart)."""
+        with self._lock:
+            return self._last_stamp_ns - round((self._written - 1 - index) * 1e9 / self.sample_rate)
 
 
 class AudioSource(ABC):

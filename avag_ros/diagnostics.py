@@ -6,8 +6,9 @@ import math
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-from .audio_sources import AudioSource, sound_event_active
+from .audio_sources import AudioSource
 from .parameters import GroundingSettings
+from .sound_events import SoundEvents
 
 # Matched image publishers but no image for this long: warn, because with default Fast DDS settings, raw images
 # larger than its 512 KiB shared-memory segment are mostly lost over best effort between processes (avag_ros.fastdds).
@@ -18,9 +19,10 @@ STAMP_TOLERANCE_MS = 50.0
 
 
 def grounding_values(statistics: dict[str, float], settings: GroundingSettings, state: str, model: str,
-                     predictor, source: AudioSource | None, image_subscription, sim_time: bool) -> dict[str, object]:
-    """`statistics`: Statistics.snapshot(); `state`: active, inactive or unconfigured; `predictor`, `source` and
-    `image_subscription`: None while unconfigured."""
+                     predictor, source: AudioSource | None, events: SoundEvents | None, image_subscription,
+                     sim_time: bool, now_ns: int) -> dict[str, object]:
+    """`statistics`: Statistics.snapshot(); `state`: active, inactive or unconfigured; `predictor`, `source`,
+    `events` and `image_subscription`: None while unconfigured; `now_ns`: the node's clock."""
     values = dict(statistics)
     values.update({
         "latency_clock": "ROS sim time (/clock)" if sim_time else "ROS system time",
@@ -30,21 +32,25 @@ def grounding_values(statistics: dict[str, float], settings: GroundingSettings, 
         "device": predictor.backend.description if predictor is not None else "none",
         "precision": settings.precision, "audio_source": settings.audio_source,
         "audio_health": source.health if source is not None else "not configured",
-        "audio_level_db": source.buffer.level_db(settings.audio_hold_s) if source is not None else math.nan,
-        "sound_event_active": _sound_event_now(source, settings),
     })
+    values.update(_sound_event_values(events, settings, now_ns))
     if predictor is not None:
         values.update(predictor.view_reuse.diagnostics())
     return values
 
 
-def _sound_event_now(source: AudioSource | None, settings: GroundingSettings) -> bool:
-    """Also before any image arrives: NaN audio counts as no event."""
-    try:
-        return source is not None and sound_event_active(source.buffer, settings.audio_hold_s,
-                                                         settings.audio_min_level_db)
-    except ValueError:
-        return False
+def _sound_event_values(events: SoundEvents | None, settings: GroundingSettings, now_ns: int) -> dict[str, object]:
+    """The level and the current sound event (id 0: none), also before any image arrives: its age on the node's
+    clock, and the audio heard of it (less than its age while the source lags or stalls)."""
+    if events is None:
+        return {"audio_level_db": math.nan, "sound_event_active": False, "event_id": 0, "event_age_s": 0.0,
+                "event_heard_s": 0.0}
+    state = events.update(settings.audio_min_level_db, settings.audio_hold_s, settings.audio_change_threshold)
+    event = state.event
+    return {"audio_level_db": state.level_db, "sound_event_active": event is not None,
+            "event_id": event.id if event is not None else 0,
+            "event_age_s": (now_ns - event.onset_ns) / 1e9 if event is not None else 0.0,
+            "event_heard_s": state.heard_s}
 
 
 def level_and_message(values: dict[str, object], waited_s: float, sim_time: bool) -> tuple[bytes, str]:

@@ -18,26 +18,29 @@ from typing import Callable
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
-from .audio_sources import MIN_AUDIO_S, PCM_FORMATS, RingBuffer, check_audio_info, pcm_to_float
+from .audio_sources import PCM_FORMATS, check_audio_info, pcm_to_float
 from .conversions import check_image, compressed_to_rgb, image_to_rgb
-from .grounding_message import grounding_message
+from .grounding_message import Heard, grounding_message
+from .sound_events import loudest_level_db
 
 # Longest a request waits for the inference thread: a model load or an export can hold it for minutes, and a
 # planner is better told than left waiting on a reply that may never come.
 ANSWER_TIMEOUT_S = 30.0
 SPIN_PERIOD_S = 0.1
+MIN_CLIP_S = 0.1  # two 50 ms level frames: less is too little sound to ground
 
 
 @dataclass(frozen=True)
 class GroundRequest:
-    """A checked request: the clip as mono float32 in [-1, 1] at its rate, and the image (None: the newest camera
-    frame)."""
+    """A checked request: the clip as mono float32 in [-1, 1] at its rate, the image (None: the newest camera
+    frame), and when it was received on the node's clock, which places the clip in time: it ended then."""
     audio: np.ndarray
     sample_rate: int
     image: Image | None
+    received_ns: int = 0
 
 
-def decode_request(request, min_clip_s: float = MIN_AUDIO_S) -> GroundRequest:
+def decode_request(request, received_ns: int = 0, min_clip_s: float = MIN_CLIP_S) -> GroundRequest:
     """A GroundAffordance request as a GroundRequest, or ValueError saying what is wrong with it."""
     info = request.audio_info
     reason = check_audio_info(info)
@@ -62,20 +65,12 @@ def decode_request(request, min_clip_s: float = MIN_AUDIO_S) -> GroundRequest:
                          "are needed")
     image = request.image
     if image.width == 0:
-        return GroundRequest(audio, int(info.sample_rate), None)
+        return GroundRequest(audio, int(info.sample_rate), None, received_ns)
     try:
         check_image(image)
     except ValueError as error:
         raise ValueError(f"image: {error}") from None
-    return GroundRequest(audio, int(info.sample_rate), image)
-
-
-def clip_level_db(audio: np.ndarray, sample_rate: int) -> float:
-    """The loudest 50 ms RMS of a whole clip in dBFS, measured as the stream's sound event level is."""
-    seconds = audio.size / sample_rate
-    buffer = RingBuffer(sample_rate, seconds)
-    buffer.write(audio, 0)
-    return buffer.level_db(seconds)
+    return GroundRequest(audio, int(info.sample_rate), image, received_ns)
 
 
 class PendingGround:
@@ -149,7 +144,9 @@ class GroundQueue:
 def ground(pending: PendingGround, newest_image: Image | CompressedImage | None, predictor,
            min_level_db: float) -> None:
     """Answer one request; run by the inference thread. The grounding carries the image's header; the sound event
-    is the clip's loudest 50 ms above `min_level_db`, as for the stream. No 3D: a request's image has no depth."""
+    is the clip's loudest 50 ms reaching `min_level_db`, as for the stream, and its audio span is the clip ending
+    when the request was received (event_id 0: not one of the stream's events). No 3D: a request's image has no
+    depth."""
     request = pending.request
     image = request.image if request.image is not None else newest_image
     if image is None:
@@ -161,9 +158,12 @@ def ground(pending: PendingGround, newest_image: Image | CompressedImage | None,
     except ValueError as error:
         pending.answer(False, str(error))
         return
-    level = clip_level_db(request.audio, request.sample_rate)
+    level = loudest_level_db(request.audio, request.sample_rate)
+    start_ns = request.received_ns - round(request.audio.size * 1e9 / request.sample_rate)
+    last_ns = request.received_ns - round(1e9 / request.sample_rate)
     grounding = grounding_message(image.header, prediction.function_mask, prediction.dependency_mask,
-                                  prediction.function_prob, prediction.dependency_prob, level >= min_level_db, level)
+                                  prediction.function_prob, prediction.dependency_prob, level >= min_level_db, level,
+                                  Heard(0, start_ns, start_ns, last_ns))
     source = "the request's image" if request.image is not None else "the newest camera frame"
     pending.answer(True, f"{request.audio.size / request.sample_rate:.2f} s of audio grounded in {source} "
                          f"({rgb.shape[1]}x{rgb.shape[0]})", grounding)
@@ -178,6 +178,7 @@ class GroundService:
         from rclpy.node import Node
 
         self.queue, self.answer_timeout_s = queue, answer_timeout_s
+        self._clock = node.get_clock()  # the node's, sim time included: the helper's own follows no use_sim_time
         self.name = node.resolve_service_name("~/ground")
         # No global arguments: a `__node:=` remapping meant for the grounding node must not rename this one too.
         self._helper = Node(f"{node.get_name()}_ground", namespace=node.get_namespace(), context=node.context,
@@ -195,7 +196,7 @@ class GroundService:
 
     def _serve(self, request, response):
         try:
-            pending = PendingGround(decode_request(request))
+            pending = PendingGround(decode_request(request, self._clock.now().nanoseconds))
         except ValueError as error:
             response.success, response.message = False, str(error)
             return response

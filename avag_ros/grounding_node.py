@@ -13,6 +13,7 @@ and bounded stop).
 """
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -40,6 +41,7 @@ from .node_process import run_node_process
 from .outputs import Outputs
 from .qos import camera_qos
 from .ros_logging import forward_library_logs, stop_forwarding
+from .sound_events import SoundEvents
 from .statistics import Statistics
 
 class GroundingNode(LifecycleNode):
@@ -53,6 +55,8 @@ class GroundingNode(LifecycleNode):
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.predictor: AffordancePredictor | None = None
         self.audio_source: AudioSource | None = None
+        self.sound_events: SoundEvents | None = None  # the audio source's events, from configure to cleanup
+        self._event_ids = itertools.count(1)  # over the node's life, so that ids only increase across reconfigures
         self.stats = Statistics()
         self._model_description = "none"
         self._outputs: Outputs | None = None
@@ -118,8 +122,10 @@ class GroundingNode(LifecycleNode):
                       f": {error}")
             self.predictor = None
             return TransitionCallbackReturn.FAILURE
+        source = self.audio_source
+        self.sound_events = SoundEvents(lambda: source.buffer, self._event_ids)
         self._create_entities(settings)
-        self._loop = InferenceLoop(self, lambda: self.settings, self.predictor, self.audio_source, self._outputs,
+        self._loop = InferenceLoop(self, lambda: self.settings, self.predictor, self.sound_events, self._outputs,
                                    self.stats)
         self._ground_service = GroundService(self, self._loop.requests)
         return_freed_memory()  # what loading the checkpoint allocated on the way
@@ -166,7 +172,7 @@ class GroundingNode(LifecycleNode):
         device = self.predictor.device if self.predictor is not None else None
         if self.predictor is not None and self.predictor.view_reuse is not None:
             self.predictor.view_reuse.close()  # a keyframe renewal in progress still holds the model
-        self.predictor = self.audio_source = None
+        self.predictor = self.audio_source = self.sound_events = None
         self._model_description = "none"
         free_dropped_model(device)
         return TransitionCallbackReturn.SUCCESS
@@ -211,7 +217,8 @@ class GroundingNode(LifecycleNode):
                                                              else "unconfigured")
         sim_time = self.get_parameter("use_sim_time").value
         values = grounding_values(self.stats.snapshot(), self.settings, state, self._model_description,
-                                  self.predictor, self.audio_source, self._image_subscription, sim_time)
+                                  self.predictor, self.audio_source, self.sound_events, self._image_subscription,
+                                  sim_time, self.get_clock().now().nanoseconds)
         waited_s = time.monotonic() - max(self._activated_at, self.stats.last_received)
         array = DiagnosticArray(status=[grounding_status(f"{self.get_name()}: affordance grounding", values,
                                                          waited_s, sim_time)])

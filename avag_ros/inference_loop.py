@@ -1,4 +1,4 @@
-"""The newest-frame slot and the loop that takes each frame through conversion, the sound check, the predictor and
+"""The newest-frame slot and the loop that takes each frame through the sound event, conversion, the predictor and
 the outputs. Image callbacks only ever replace the frame in the slot, so they never wait for the model; the loop
 runs in the node's inference thread, one frame at a time, at most `max_rate_hz`. Between two frames it answers
 the `~/ground` requests waiting in `requests` (avag_ros.ground_service), before the next frame and whatever the
@@ -15,14 +15,14 @@ from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 
 from avag_core import AffordancePredictor
-from avag_core.audio import EXAMPLE_OVERHANG_S, EXAMPLE_SECONDS
 
-from .audio_sources import AudioSource, sound_event_active
 from .conversions import check_compressed, check_image, compressed_to_rgb, image_to_rgb
 from .depth_targets import DepthPin
 from .ground_service import GroundQueue, ground
+from .grounding_message import Heard
 from .outputs import FrameResult, Outputs
 from .parameters import GroundingSettings
+from .sound_events import SoundEvents
 from .statistics import Statistics
 
 
@@ -31,10 +31,10 @@ class InferenceLoop:
     node's current settings, which parameter changes replace while the loop runs."""
 
     def __init__(self, node, settings: Callable[[], GroundingSettings], predictor: AffordancePredictor,
-                 audio: AudioSource, outputs: Outputs, stats: Statistics) -> None:
+                 events: SoundEvents, outputs: Outputs, stats: Statistics) -> None:
         self._node = node  # its logger, clock and context
-        self._settings, self._predictor, self._audio, self._outputs, self._stats = (settings, predictor, audio,
-                                                                                     outputs, stats)
+        self._settings, self._predictor, self._events, self._outputs, self._stats = (settings, predictor, events,
+                                                                                      outputs, stats)
         self._latest: tuple[Image | CompressedImage, DepthPin | None] | None = None
         self._newest: Image | CompressedImage | None = None  # the last accepted frame: a request's "newest" image
         self._wakeup = threading.Condition()
@@ -120,39 +120,44 @@ class InferenceLoop:
 
     def _process(self, msg: Image | CompressedImage, depth_pin: DepthPin | None) -> None:
         log = self._node.get_logger()
-        try:
+        try:  # first, so that a frame that cannot be decoded is counted whatever the sound
             rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
         except ValueError as error:
             self._stats.count("rejected")
             log.warning(f"dropping image: {error}", throttle_duration_sec=2.0)
             return
         settings, predictor = self._settings(), self._predictor
-        buffer = self._audio.buffer  # once: the topic source swaps its buffer when AudioInfo changes the rate
-        try:
-            sound_active = sound_event_active(buffer, settings.audio_hold_s, settings.audio_min_level_db)
-        except ValueError as error:
+        state = self._events.update(settings.audio_min_level_db, settings.audio_hold_s,
+                                    settings.audio_change_threshold)
+        if state.audio_error is not None:
             self._stats.count("rejected")
-            log.warning(f"skipping frame: {error}", throttle_duration_sec=2.0)
+            log.warning(f"skipping frame: {state.audio_error}", throttle_duration_sec=2.0)
             return
-        if not sound_active:
-            if settings.publish_when_silent:
-                empty = np.zeros(rgb.shape[:2], bool)
-                self._outputs.publish(FrameResult(msg.header, rgb, empty, empty, None, False,
-                                                  buffer.level_db(settings.audio_hold_s)), depth_pin)
+        event = state.event
+        grounded = event is not None and state.heard_s >= settings.audio_min_event_s
+        if not grounded and not settings.publish_when_silent:
             return
-        audio = buffer.latest(settings.audio_window_s, align_s=EXAMPLE_SECONDS, overhang_s=EXAMPLE_OVERHANG_S)
+        if not grounded:  # publish_when_silent: no event yet, or one not yet audio.min_event_s long
+            empty = np.zeros(rgb.shape[:2], bool)
+            heard = Heard(event.id, event.onset_ns) if event is not None else Heard()
+            self._outputs.publish(FrameResult(msg.header, rgb, empty, empty, None, event is not None,
+                                              state.level_db, heard), depth_pin)
+            return
+        clip = self._events.clip(state, settings.audio_window_s)
         started = time.perf_counter()
         try:
-            prediction = predictor.predict(rgb, audio, buffer.sample_rate)
+            prediction = predictor.predict(rgb, clip.samples, clip.sample_rate)
         except ValueError as error:
             self._stats.count("rejected")
             log.warning(f"skipping frame: {error}", throttle_duration_sec=2.0)
             return
         model_s = time.perf_counter() - started
         self._outputs.publish(FrameResult(msg.header, rgb, prediction.function_mask, prediction.dependency_mask,
-                                          prediction, True, buffer.level_db(settings.audio_hold_s)),
+                                          prediction, True, state.level_db,
+                                          Heard(event.id, event.onset_ns, clip.start_ns, clip.end_ns)),
                               depth_pin)
         latency = (self._node.get_clock().now() - Time.from_msg(msg.header.stamp)).nanoseconds / 1e9
         self._stats.inference_done(latency, model_s)
-        log.debug(f"frame {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}: model {model_s * 1e3:.0f} ms, "
+        log.debug(f"frame {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}: event {event.id}, "
+                  f"{clip.samples.size / clip.sample_rate:.2f} s of its audio, model {model_s * 1e3:.0f} ms, "
                   f"published {latency * 1e3:.0f} ms after its stamp")

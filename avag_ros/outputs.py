@@ -24,7 +24,7 @@ from avag_core.image import overlay
 from .audio_sources import SILENCE_DB
 from .conversions import largest_region_polygon, mask_to_image, probability_to_image, rgb_to_bgr8
 from .depth_targets import DepthPin, DepthSettings, DepthTargets
-from .grounding_message import grounding_message, transforms
+from .grounding_message import Heard, grounding_message, transforms
 from .parameters import GroundingSettings
 from .qos import output_qos, tf_qos
 
@@ -38,7 +38,8 @@ class FrameResult:
     dependency_mask: np.ndarray
     prediction: object | None  # avag_core's Prediction
     sound_event_active: bool = False
-    audio_level_db: float = SILENCE_DB  # the loudest 50 ms over audio.hold_s, as the sound event is judged
+    audio_level_db: float = SILENCE_DB  # the loudest 50 ms over audio.hold_s
+    heard: Heard = Heard()  # the sound event and the audio the masks were grounded on
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ class Outputs:
             frame.header, frame.function_mask, frame.dependency_mask,
             prediction.function_prob if prediction is not None else None,
             prediction.dependency_prob if prediction is not None else None,
-            frame.sound_event_active, frame.audio_level_db, regions))
+            frame.sound_event_active, frame.audio_level_db, frame.heard, regions,
+            depth_header.frame_id if depth_header is not None else ""))
         if self._tf is not None and regions is not None:
             frames = transforms(regions, depth_header, self._tf_prefix)
             if frames is not None:

@@ -16,6 +16,10 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from avag_core.config import BACKENDS, PRECISION_NAMES, PRESETS
 
 AUDIO_SOURCES = ("microphone", "file", "topic")
+# Sound events' defaults, both measured (README, "Sound events"): the shortest span at which the demo's weights
+# ground their sounds right, and the change score that separates joined sounds from a sound's own continuation.
+MIN_EVENT_S = 0.3
+CHANGE_THRESHOLD = 1.0
 DEVICES_HELP = "auto, cpu, cuda or cuda:N (torch, onnxruntime); auto, cpu or gpu (openvino)"
 
 
@@ -95,13 +99,19 @@ SPECS = (
     Spec("audio.info_topic", "audio_info", "audio_common_msgs/AudioInfo topic saying how the 'topic' source's "
          "audio is encoded (coding_format wave; S16LE, S32LE, F32LE or U8); the last one received is used.",
          read_only=True),
-    Spec("audio.window_s", 2.0, "The model gets the last whole 0.96 s log-mel windows that fit in this many "
-         "seconds (two at 2.0); below 0.96, the latest audio of this length.", read_only=True,
-         range=(0.5, 19.2)),
-    Spec("audio.min_level_db", -50.0, "A sound event is active while the 50 ms RMS level (dBFS) exceeds this.",
-         range=(-120.0, 0.0)),
-    Spec("audio.hold_s", 1.0, "How long a sound event stays active after the level last exceeded the minimum.",
-         range=(0.05, 30.0)),
+    Spec("audio.window_s", 2.0, "The most a sound event's clip holds: under one 0.96 s log-mel window, all of "
+         "the event so far; then the last whole windows from the event's start that fit in this many seconds (two "
+         "at 2.0); below 0.96, the latest audio of this length.", read_only=True, range=(0.5, 19.2)),
+    Spec("audio.min_level_db", -50.0, "A sound event begins when the 50 ms RMS level (dBFS) reaches this after "
+         "quiet.", range=(-120.0, 0.0)),
+    Spec("audio.hold_s", 1.0, "A sound event ends this many seconds after the level last reached "
+         "audio.min_level_db.", range=(0.05, 30.0)),
+    Spec("audio.min_event_s", MIN_EVENT_S, "No masks until the sound event holds this many seconds of audio from "
+         "its onset.", range=(0.0, 19.2)),
+    Spec("audio.change_threshold", CHANGE_THRESHOLD, "A sound that changes into another without quiet between "
+         "begins a new event when the spectral envelope of its last 0.3 s lies this far from the event's before "
+         "them (in units of the event's own spread). Lower: changes are found sooner and more often within one "
+         "sound; 0 turns it off.", range=(0.0, 100.0)),
     Spec("audio.retry_s", 2.0, "Seconds between attempts to reopen a failed audio source.", read_only=True,
          range=(0.1, 60.0)),
     Spec("depth.enabled", False, "Subscribe to depth/image (16UC1 mm or 32FC1 m, aligned to the colour image) and "
@@ -197,6 +207,8 @@ class GroundingSettings:
     audio_window_s: float
     audio_min_level_db: float
     audio_hold_s: float
+    audio_min_event_s: float
+    audio_change_threshold: float
     audio_retry_s: float
     depth_enabled: bool
     depth_max_offset_s: float

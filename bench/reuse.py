@@ -12,8 +12,9 @@ b5). Random seed-0 weights, exported once per preset.
   six back.
 - The sound goes on in real time, as the node reads it: before each frame, the samples of the time since the
   last frame are written into the node's own ring buffer (avag_ros.audio_sources.RingBuffer, 2 s already
-  recorded before the first frame), and the frame gets the node's clip, the latest audio.window_s aligned to
-  whole log-mel windows (0.96 s). So a new window is embedded about once per 0.96 s, not once per frame.
+  recorded before the first frame, one sound event from its start), and the frame gets the node's clip of that
+  event (avag_ros.sound_events): its last whole log-mel windows (0.96 s) that fit in audio.window_s. So a new
+  window is embedded about once per 0.96 s, not once per frame.
 - The camera runs at --camera-hz and the node takes its newest frame whenever the predictor is free, as the
   node's newest-frame slot does: a frame done sooner than the next camera frame waits for it. The frames taken
   are the stream's frames in a loop.
@@ -36,6 +37,7 @@ moved by 2.5 % of the width: what the default reuse.max_change sits between.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import statistics
 import sys
@@ -53,11 +55,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # avag_ros.paramet
 from avag_core import AffordancePredictor, build_model  # noqa: E402
 from avag_core.inference.predictor import AudioEmbeddingCache  # noqa: E402
 from avag_core.inference.quantize import quantize_export  # noqa: E402
-from avag_core.audio import EXAMPLE_OVERHANG_S, EXAMPLE_SECONDS  # noqa: E402
 from avag_core.data.synthetic import render_scene  # noqa: E402
 from avag_core.inference.export import export_onnx  # noqa: E402
 from avag_core.inference.view_reuse import ViewReuse, view_change, view_fingerprint  # noqa: E402
 from avag_ros.audio_sources import RingBuffer  # noqa: E402
+from avag_ros.sound_events import SoundEvents  # noqa: E402
 from avag_ros.parameters import spec  # noqa: E402
 
 CAMERA_SIZE = (640, 480)  # width, height
@@ -104,7 +106,8 @@ def streams() -> dict[str, list[np.ndarray]]:
 
 
 class LiveSound:
-    """A microphone's stream in `clock`'s time, read the node's way (avag_ros.inference_loop)."""
+    """A microphone's stream in `clock`'s time, read the node's way (avag_ros.inference_loop): one sound event that
+    began PREROLL_S before the first frame, and its clip."""
 
     PREROLL_S = 2.0
 
@@ -112,13 +115,15 @@ class LiveSound:
         self._noise = np.random.default_rng(seed)
         self._clock = clock
         self.buffer = RingBuffer(SAMPLE_RATE, capacity_s=10.0)
+        self._events = SoundEvents(lambda: self.buffer, itertools.count(1))
 
     def clip(self) -> np.ndarray:
         due = int((self._clock() + self.PREROLL_S) * SAMPLE_RATE) - self.buffer.written
         if due > 0:
             self.buffer.write(self._noise.normal(0.0, 0.1, due).astype(np.float32), 0)
-        return self.buffer.latest(spec("audio.window_s").default, align_s=EXAMPLE_SECONDS,
-                                  overhang_s=EXAMPLE_OVERHANG_S)
+        state = self._events.update(spec("audio.min_level_db").default, spec("audio.hold_s").default,
+                                    spec("audio.change_threshold").default)
+        return self._events.clip(state, spec("audio.window_s").default).samples
 
 
 def fingerprint_figures() -> None:

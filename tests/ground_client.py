@@ -44,7 +44,10 @@ def answer_record(response, seconds: float) -> dict:
             "function_mask": base64.b64encode(bytes(grounding.function_mask.data)).decode(),
             "dependency_mask": base64.b64encode(bytes(grounding.dependency_mask.data)).decode(),
             "function_confidence": grounding.function_confidence,
-            "sound_event_active": grounding.sound_event_active, "audio_level_db": grounding.audio_level_db}
+            "sound_event_active": grounding.sound_event_active, "audio_level_db": grounding.audio_level_db,
+            "event_id": grounding.event_id,
+            "times_ns": {field: getattr(grounding, field).sec * 10**9 + getattr(grounding, field).nanosec
+                         for field in ("event_onset", "audio_start", "audio_end")}}
 
 
 def main(service: str, requests_path: str, period_s: float = 0.0) -> None:

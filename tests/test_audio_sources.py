@@ -8,10 +8,9 @@ import time
 import numpy as np
 import pytest
 import soundfile
-import torch
 
-from avag_core.audio import EXAMPLE_OVERHANG_S, EXAMPLE_SECONDS, waveform_to_examples
 from avag_ros.audio_sources import FileSource, RingBuffer, pcm_to_float
+from avag_ros.sound_events import loudest_level_db
 from ros_support import ros_domain, write_tone
 
 
@@ -25,94 +24,27 @@ def test_ring_buffer_wraps_and_returns_latest():
 
 
 def test_a_block_longer_than_the_ring_counts_every_sample_it_held():
-    """The window grid counts samples since the stream began, so an overflowing block must count whole."""
+    """Sample indices count from the stream's first sample, so an overflowing block must count whole."""
     buffer = RingBuffer(sample_rate=10, capacity_s=1.0)  # 10 samples
     buffer.write(np.arange(3, dtype=np.float32), stamp_ns=1)
     buffer.write(np.arange(3, 28, dtype=np.float32), stamp_ns=2)  # 25 samples into a ring of 10
     assert buffer.written == 28
     assert buffer.latest(1.0).tolist() == list(range(18, 28))
-    # of the two 5-sample windows last completed, the ring (18-27) still holds one
-    assert buffer.latest(1.0, align_s=0.5).tolist() == list(range(20, 25))
+    assert buffer.read(20, 25).tolist() == list(range(20, 25))  # by index, as the ring still holds them
     buffer.write(np.arange(28, 31, dtype=np.float32), stamp_ns=3)
     assert buffer.latest(1.0).tolist() == list(range(21, 31))
 
 
-def test_ring_buffer_aligned_clips_are_the_last_whole_windows_on_the_grid():
-    buffer = RingBuffer(sample_rate=10, capacity_s=5.0)
-    buffer.write(np.arange(3, dtype=np.float32), 0)
-    assert buffer.latest(1.5, align_s=0.5).tolist() == [0, 1, 2]  # not one whole window yet: what there is
-    buffer.write(np.arange(3, 23, dtype=np.float32), 0)
-    # three 5-sample windows fit in 1.5 s; 20-22 are the next window's first samples
-    assert buffer.latest(1.5, align_s=0.5).tolist() == list(range(5, 20))
-    assert buffer.latest(1.2, align_s=0.5).tolist() == list(range(10, 20))  # two whole windows fit, not 2.4
-    buffer.write(np.arange(23, 24, dtype=np.float32), 0)
-    assert buffer.latest(1.5, align_s=0.5).tolist() == list(range(5, 20)), "the clip moved before a window completed"
-    buffer.write(np.arange(24, 25, dtype=np.float32), 0)  # completes the window 20-24
-    assert buffer.latest(1.5, align_s=0.5).tolist() == list(range(10, 25))
-    ring = RingBuffer(sample_rate=10, capacity_s=1.2)  # 12 samples: of the 28 written it holds 16-27
-    ring.write(np.arange(28, dtype=np.float32), 0)
-    assert ring.latest(1.5, align_s=0.5).tolist() == list(range(20, 25)), "the windows must be ones the ring holds"
-
-
-def test_aligned_windows_carry_the_overhang_their_analysis_reads():
-    buffer = RingBuffer(sample_rate=10, capacity_s=5.0)
-    buffer.write(np.arange(26, dtype=np.float32), 0)
-    # 5-sample windows reading 2 samples past their end, three of them in 1.5 s: 20-24 is whole once 26 is written
-    assert buffer.latest(1.5, align_s=0.5, overhang_s=0.2).tolist() == list(range(5, 22))
-    buffer.write(np.arange(26, 27, dtype=np.float32), 0)
-    assert buffer.latest(1.5, align_s=0.5, overhang_s=0.2).tolist() == list(range(10, 27))
-    assert buffer.latest(1.1, align_s=0.5, overhang_s=0.2).tolist() == list(range(15, 27))  # two fit, not three
-
-
-@pytest.mark.parametrize("window_s, examples", [(0.96, 1), (1.92, 2), (2.0, 2), (19.2, 20)])
-def test_the_clip_holds_every_whole_window_that_fits(window_s, examples):
-    """audio.window_s counts whole 0.96 s windows, the 15 ms overhang aside: 19.2 s is the model's 20 windows."""
-    rate = 16000
-    buffer = RingBuffer(sample_rate=rate, capacity_s=window_s + 1.0)  # as the node sizes it (avag_ros.audio_setup)
-    buffer.write(np.random.default_rng(1).normal(0.0, 0.1, int((window_s + 0.5) * rate)).astype(np.float32), 0)
-    clip = buffer.latest(window_s, align_s=EXAMPLE_SECONDS, overhang_s=EXAMPLE_OVERHANG_S)
-    assert waveform_to_examples(clip, rate).shape[0] == examples
-
-
-@pytest.mark.parametrize("rate", [16000, 44100, 48000])
-def test_the_node_clip_holds_the_newest_whole_log_mel_examples(rate):
-    """What the front end makes of the node's clip (avag_ros.inference_loop) at audio.window_s 2.0, written in
-    10 ms blocks as a microphone delivers them: two whole examples, the newest one that is complete among them,
-    and the same clip until the next one completes."""
-    buffer = RingBuffer(sample_rate=rate, capacity_s=5.0)
-    step = rate // 100
-    noise = np.random.default_rng(0).normal(0.0, 0.1, 5 * rate).astype(np.float32)
-    grid = round(EXAMPLE_SECONDS * rate)
-    example_samples = (EXAMPLE_SECONDS + 0.015) * rate  # 96 hops of 10 ms, plus the last frame's 15 ms beyond
-    written, clips = 0, []
-    while written + step <= noise.size:
-        buffer.write(noise[written:written + step], 0)
-        written += step
-        if written >= 2.5 * rate:
-            clips.append((written, buffer.latest(2.0, align_s=EXAMPLE_SECONDS, overhang_s=EXAMPLE_OVERHANG_S)))
-    for written, clip in clips:
-        assert waveform_to_examples(clip, rate).shape[0] == 2, f"after {written / rate:.2f} s"
-        # where the clip lies in the recording: on the grid, and it must be the very samples there
-        places = [k for k in range(written // grid + 1) if np.array_equal(noise[k * grid:k * grid + clip.size], clip)]
-        assert len(places) == 1, f"after {written / rate:.2f} s the clip is not a run of grid windows"
-        newest_start = (places[0] + 1) * grid
-        assert newest_start + example_samples <= written < newest_start + grid + example_samples, \
-            f"after {written / rate:.2f} s the newest whole example is not the clip's last"
-        if rate == 16000:  # no resampling: the examples are the whole recording's at that place
-            first = places[0]
-            torch.testing.assert_close(waveform_to_examples(clip, rate),
-                                       waveform_to_examples(noise[:written], rate)[first:first + 2])
-    changes = sum(not np.array_equal(a, b) for (_, a), (_, b) in zip(clips, clips[1:]))
-    assert changes == pytest.approx((clips[-1][0] - clips[0][0]) / grid, abs=1)
-
-
-def test_level_db_and_non_finite_audio():
-    buffer = RingBuffer(sample_rate=1000, capacity_s=2.0)
-    assert buffer.level_db(1.0) == -120.0
-    buffer.write(np.full(1000, 0.1, np.float32), 0)
-    assert buffer.level_db(1.0) == pytest.approx(-20.0, abs=0.01)
-    buffer.write(np.array([np.nan] * 50, np.float32), 1)
-    assert math.isnan(buffer.level_db(1.0))
+def test_ring_buffer_reads_by_index_and_dates_each_sample():
+    buffer = RingBuffer(sample_rate=1000, capacity_s=0.01)  # 10 samples
+    buffer.write(np.arange(8, dtype=np.float32), stamp_ns=7_000_000)  # the 8th sample at 7 ms
+    buffer.write(np.arange(8, 15, dtype=np.float32), stamp_ns=20_000_000)  # the 15th at 20 ms: a late block
+    assert buffer.read(5, 15).tolist() == list(range(5, 15)) and buffer.read(9, 9).size == 0
+    for start, end in ((4, 10), (10, 16)):  # overwritten, or not written yet
+        with pytest.raises(ValueError, match="not in the ring, which holds 5-15"):
+            buffer.read(start, end)
+    # at 1 kHz a sample lasts 1 ms, dated back from the last block's stamp
+    assert [buffer.stamp_of(i) for i in (14, 10, 0)] == [20_000_000, 16_000_000, 6_000_000]
 
 
 def test_pcm_formats():
@@ -173,6 +105,7 @@ CAPTURE = textwrap.dedent("""
     import json, sys, time
     import numpy as np
     from avag_ros.audio_sources import MicrophoneSource
+    from avag_ros.sound_events import loudest_level_db
     rate, channels, device = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     source = MicrophoneSource(device, rate, channels, buffer_s=2.0, clock=time.monotonic_ns)
     try:
@@ -185,7 +118,7 @@ CAPTURE = textwrap.dedent("""
     audio = source.buffer.latest(0.5)
     spectrum = np.abs(np.fft.rfft(audio))
     print(json.dumps({"written": source.buffer.written, "peak_hz": float(np.argmax(spectrum) * rate / audio.size),
-                      "level_db": source.buffer.level_db(0.5)}))
+                      "level_db": loudest_level_db(audio, rate)}))
 """)
 
 
@@ -265,8 +198,11 @@ def wait_until(condition, timeout=30.0) -> bool:
 
 def wait_for_level(source, expected_db, timeout=30.0) -> float:
     """The source's level once it has a second of audio at `expected_db` or the timeout passed."""
-    wait_until(lambda: source.healthy() and abs(source.buffer.level_db(1.0) - expected_db) < 0.2, timeout)
-    return source.buffer.level_db(1.0)
+    def level() -> float:
+        return loudest_level_db(source.buffer.latest(1.0), source.sample_rate)
+
+    wait_until(lambda: source.healthy() and abs(level() - expected_db) < 0.2, timeout)
+    return level()
 
 
 # Each run starts a node and a sample_player process (20-30 s): audio_capture's default format runs in the default

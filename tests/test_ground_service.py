@@ -16,7 +16,7 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from avag_ros.ground_service import (GroundQueue, GroundService, PendingGround, clip_level_db, decode_request)
+from avag_ros.ground_service import GroundQueue, GroundService, PendingGround, decode_request
 from ros_support import Probe, ros_domain
 
 audio_msgs = pytest.importorskip("audio_common_msgs.msg", reason="interfaces not built (scripts/build_interfaces.sh)")
@@ -67,13 +67,6 @@ def test_a_bad_request_is_refused_with_its_reason(change, reason):
     arguments = {"data": bytes(4 * 16000), **change}
     with pytest.raises(ValueError, match=reason.replace("(", r"\(")):
         decode_request(request(arguments.pop("data"), **arguments))
-
-
-def test_clip_level_is_the_loudest_50ms_rms():
-    rate = 16000
-    clip = np.zeros(rate, np.float32)
-    clip[4000:4800] = np.where(np.arange(800) % 2, 0.5, -0.5)  # a square wave: RMS 0.5 over exactly 50 ms
-    assert clip_level_db(clip, rate) == pytest.approx(20 * math.log10(0.5), abs=1e-4)
 
 
 def test_the_queue_refuses_while_closed_and_answers_what_waits_when_closed():

@@ -7,7 +7,7 @@ import pytest
 from std_msgs.msg import Header
 
 from avag_ros.geometry import RegionGeometry
-from avag_ros.grounding_message import grounding_message, mask_confidence, transforms
+from avag_ros.grounding_message import Heard, grounding_message, mask_confidence, transforms
 from avag_ros.qos import tf_qos
 
 pytest.importorskip("avag_interfaces.msg", reason="interfaces not built (scripts/build_interfaces.sh)")
@@ -74,7 +74,19 @@ def test_masks_confidences_and_sound_fields_without_depth():
     assert message.dependency_confidence == pytest.approx(looped_mean(dependency_mask, dependency_prob), abs=1e-6)
     assert message.sound_event_active and message.audio_level_db == -23.5
     assert not message.function_point_valid and not message.dependency_point_valid
+    assert not message.function_pose_valid and message.depth_frame_id == ""
     assert message.function_pose.orientation.w == 0.0  # no pose: no valid quaternion either
+    assert message.event_id == 0 and message.audio_end.sec == 0 and message.audio_end.nanosec == 0
+
+
+def test_the_event_and_the_audio_span_on_the_node_clock():
+    heard = Heard(event_id=7, onset_ns=12_950_000_000, start_ns=12_900_000_000, end_ns=13_874_999_999)
+    empty = np.zeros((3, 3), bool)
+    message = grounding_message(header(), empty, empty, None, None, True, -30.0, heard)
+    assert message.event_id == 7
+    assert (message.event_onset.sec, message.event_onset.nanosec) == (12, 950_000_000)
+    assert (message.audio_start.sec, message.audio_start.nanosec) == (12, 900_000_000)
+    assert (message.audio_end.sec, message.audio_end.nanosec) == (13, 874_999_999)
 
 
 def test_3d_values_and_valid_flags():
@@ -82,8 +94,10 @@ def test_3d_values_and_valid_flags():
     regions = {"function": RegionGeometry(np.array([0.1, -0.2, 0.9]), np.zeros((0, 3)), turn),
                "dependency": RegionGeometry(np.array([-0.3, 0.05, 1.4]), np.zeros((0, 3)), None)}
     empty = np.zeros((4, 4), bool)
-    message = grounding_message(header(), empty, empty, None, None, False, -120.0, regions)
-    assert message.function_point_valid and message.dependency_point_valid
+    message = grounding_message(header(), empty, empty, None, None, False, -120.0, regions=regions,
+                                depth_frame_id="camera_depth_optical_frame")
+    assert message.function_point_valid and message.dependency_point_valid and message.function_pose_valid
+    assert message.depth_frame_id == "camera_depth_optical_frame"
     assert (message.function_point.x, message.function_point.y, message.function_point.z) == (0.1, -0.2, 0.9)
     assert message.function_pose.position == message.function_point
     q = message.function_pose.orientation
@@ -92,9 +106,16 @@ def test_3d_values_and_valid_flags():
     assert (message.dependency_point.x, message.dependency_point.y, message.dependency_point.z) == (-0.3, 0.05, 1.4)
     assert message.function_confidence == 0.0 and message.dependency_confidence == 0.0
 
+    regions["function"] = RegionGeometry(np.array([0.1, -0.2, 0.9]), np.zeros((0, 3)), None)  # fits no plane
+    message = grounding_message(header(), empty, empty, None, None, False, -120.0, regions=regions)
+    assert message.function_point_valid and not message.function_pose_valid
+    assert message.function_pose.position == message.function_point
+    q = message.function_pose.orientation
+    assert (q.x, q.y, q.z, q.w) == (0.0, 0.0, 0.0, 0.0)
+
     regions["function"] = None
-    message = grounding_message(header(), empty, empty, None, None, False, -120.0, regions)
-    assert not message.function_point_valid and message.dependency_point_valid
+    message = grounding_message(header(), empty, empty, None, None, False, -120.0, regions=regions)
+    assert not message.function_point_valid and not message.function_pose_valid and message.dependency_point_valid
 
 
 def test_tf_frames_are_the_function_pose_and_the_dependency_point():

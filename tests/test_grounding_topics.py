@@ -52,6 +52,10 @@ def stop_node(node: subprocess.Popen) -> str:
     return node.stdout.read()
 
 
+def ns(time) -> int:
+    return time.sec * 1_000_000_000 + time.nanosec
+
+
 def mask_bytes(image: Image) -> bytes:
     return bytes(image.data)
 
@@ -99,8 +103,15 @@ def test_grounding_and_tf_carry_what_the_single_topics_carry(files):
                 expected = float(prob[mask].astype(np.float64).mean()) if mask.any() else 0.0
                 assert getattr(grounding, f"{region}_confidence") == pytest.approx(expected, abs=1e-5)
             assert grounding.sound_event_active and -60 < grounding.audio_level_db <= 0
+            # the tone plays from the start: one event, whose clip begins at most 50 ms (the pre-roll) before its
+            # onset, and not before the stream did
+            assert grounding.event_id == 1
+            onset, start, end = (ns(getattr(grounding, f)) for f in ("event_onset", "audio_start", "audio_end"))
+            assert onset - 50_000_000 <= start <= onset < end
             pose = by_stamp["affordance/function_pose"][stamp].pose
             assert grounding.function_point_valid and grounding.function_pose == pose
+            assert grounding.depth_frame_id == "camera_depth_optical_frame"
+            assert grounding.function_pose_valid == (pose.orientation.w != 0 or pose.orientation.x != 0)
             assert grounding.function_point == by_stamp["affordance/function_point"][stamp].point
             dependency = by_stamp["affordance/dependency_point"].get(stamp)
             assert grounding.dependency_point_valid == (dependency is not None)
@@ -204,6 +215,11 @@ def test_the_service_answers_between_stream_frames_and_refuses_bad_clips(files, 
             if spec is good or spec is with_image:
                 assert answer["sound_event_active"] and answer["audio_level_db"] == pytest.approx(
                     20 * math.log10(0.3 / math.sqrt(2)), abs=0.1)
+                # not a stream event; its audio is the clip, placed as ending when the request came
+                times = answer["times_ns"]
+                assert answer["event_id"] == 0 and times["event_onset"] == times["audio_start"]
+                assert times["audio_end"] - times["audio_start"] == pytest.approx((tone.size - 1) / 16000 * 1e9,
+                                                                                   abs=1)
         inference_s = max(model_ms) / 1000
         latencies = [answer["seconds"] for answer, spec in zip(answers, specs) if spec not in bad]
         print(f"~/ground latency: median {np.median(latencies) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms; "

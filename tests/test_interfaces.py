@@ -26,15 +26,17 @@ UPSTREAM_FIELDS = {
     tf2_msgs.TFMessage: [("transforms", "sequence<geometry_msgs/TransformStamped>")],
 }
 
-# Issue 23's specification of our own interfaces
+# Issue 23's specification of our own interfaces, with issue 30's event, audio span and 3D frame
 OUR_FIELDS = {
     avag_msgs.AffordanceGrounding: [
         ("header", "std_msgs/Header"), ("function_mask", "sensor_msgs/Image"),
         ("dependency_mask", "sensor_msgs/Image"), ("function_confidence", "float"),
         ("dependency_confidence", "float"), ("sound_event_active", "boolean"), ("audio_level_db", "float"),
-        ("function_point_valid", "boolean"), ("function_point", "geometry_msgs/Point"),
-        ("function_pose", "geometry_msgs/Pose"), ("dependency_point_valid", "boolean"),
-        ("dependency_point", "geometry_msgs/Point")],
+        ("event_id", "uint64"), ("event_onset", "builtin_interfaces/Time"),
+        ("audio_start", "builtin_interfaces/Time"), ("audio_end", "builtin_interfaces/Time"),
+        ("depth_frame_id", "string"), ("function_point_valid", "boolean"), ("function_point", "geometry_msgs/Point"),
+        ("function_pose_valid", "boolean"), ("function_pose", "geometry_msgs/Pose"),
+        ("dependency_point_valid", "boolean"), ("dependency_point", "geometry_msgs/Point")],
     avag_srvs.GroundAffordance.Request: [("audio_info", "audio_common_msgs/AudioInfo"),
                                          ("audio", "audio_common_msgs/AudioData"), ("image", "sensor_msgs/Image")],
     avag_srvs.GroundAffordance.Response: [("success", "boolean"), ("message", "string"),
