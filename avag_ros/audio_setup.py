@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from rclpy.clock import Clock, ClockType
 
-from .audio_sources import AudioSource, FileSource, MicrophoneSource, TopicSource
+from .audio.sources import AudioSource, FileSource, MicrophoneSource, TopicSource
 from .parameters import GroundingSettings
 
 

@@ -6,12 +6,13 @@ import math
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-from .audio_sources import AudioSource
+from .audio.sources import AudioSource
 from .parameters import GroundingSettings
-from .sound_events import SoundEvents
+from .audio.sound_events import SoundEvents
 
 # Matched image publishers but no image for this long: warn, because with default Fast DDS settings, raw images
-# larger than its 512 KiB shared-memory segment are mostly lost over best effort between processes (avag_ros.fastdds).
+# larger than its 512 KiB shared-memory segment are mostly lost over best effort between processes
+# (avag_ros.runtime.fastdds).
 SILENT_CAMERA_S = 5.0
 # A median latency below minus this means the image stamps and the node's clock disagree (sim time without
 # /clock, unsynchronised machines); a little negative is ordinary clock jitter between machines.

@@ -18,10 +18,10 @@ from typing import Callable
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
-from .audio_sources import PCM_FORMATS, check_audio_info, pcm_to_float
-from .conversions import check_image, compressed_to_rgb, image_to_rgb
-from .grounding_message import Heard, grounding_message
-from .sound_events import loudest_level_db
+from .audio.sound_events import loudest_level_db
+from .audio.sources import PCM_FORMATS, check_audio_info, pcm_to_float
+from .messages.grounding import Heard, grounding_message
+from .messages.images import check_image, compressed_to_rgb, image_to_rgb
 
 # Longest a request waits for the inference thread: a model load or an export can hold it for minutes, and a
 # planner is better told than left waiting on a reply that may never come.

@@ -30,19 +30,19 @@ from avag_core import AffordancePredictor
 
 from . import parameters
 from .audio_setup import AudioRunner, make_audio_source
-from .audio_sources import AudioSource
+from .audio.sources import AudioSource
 from .diagnostics import grounding_status, grounding_values
-from .fastdds import LargeImageWarning
+from .runtime.fastdds import LargeImageWarning
 from .ground_service import GroundService
 from .inference_loop import InferenceLoop
-from .memory import ReusedThread, model_blocks_mapped, return_freed_memory
+from .runtime.memory import ReusedThread, model_blocks_mapped, return_freed_memory
 from .model_loading import free_dropped_model, load_predictor
-from .node_process import run_node_process
+from .runtime.node_process import run_node_process
 from .outputs import Outputs
-from .qos import camera_qos
-from .ros_logging import forward_library_logs, stop_forwarding
-from .sound_events import SoundEvents
-from .statistics import Statistics
+from .runtime.qos import camera_qos
+from .runtime.ros_logging import forward_library_logs, stop_forwarding
+from .audio.sound_events import SoundEvents
+from .node_statistics import Statistics
 
 class GroundingNode(LifecycleNode):
     def __init__(self, node_name: str = "affordance_grounding", **kwargs) -> None:
@@ -78,7 +78,7 @@ class GroundingNode(LifecycleNode):
             try:
                 if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                     self.trigger_activate()
-            except KeyboardInterrupt:  # a Ctrl-C during start-up (avag_ros.shutdown); main() never gets this node
+            except KeyboardInterrupt:  # a Ctrl-C during start-up (runtime.shutdown); main() never gets this node
                 self.destroy_node()
                 raise
 
@@ -184,7 +184,7 @@ class GroundingNode(LifecycleNode):
         return self.on_cleanup(state)
 
     def stop_activity(self) -> None:
-        """Deactivate if active: the process's ordered stop (avag_ros.node_process) needs no lifecycle client."""
+        """Deactivate if active: the process's ordered stop (runtime.node_process) needs no lifecycle client."""
         if self._worker is not None:
             self.on_deactivate(None)
 

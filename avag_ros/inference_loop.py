@@ -16,14 +16,14 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from avag_core import AffordancePredictor
 
-from .conversions import check_compressed, check_image, compressed_to_rgb, image_to_rgb
-from .depth_targets import DepthPin
+from .messages.images import check_compressed, check_image, compressed_to_rgb, image_to_rgb
+from .depth.targets import DepthPin
 from .ground_service import GroundQueue, ground
-from .grounding_message import Heard
+from .messages.grounding import Heard
 from .outputs import FrameResult, Outputs
 from .parameters import GroundingSettings
-from .sound_events import SoundEvents
-from .statistics import Statistics
+from .audio.sound_events import SoundEvents
+from .node_statistics import Statistics
 
 
 class InferenceLoop:

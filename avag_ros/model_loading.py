@@ -10,9 +10,9 @@ from avag_core import AffordancePredictor, build_model
 from avag_core.inference.backends import backend_class
 from avag_core.inference.view_reuse import ViewReuse
 
-from .memory import return_freed_memory
+from .node_statistics import STATS_WINDOW_S
 from .parameters import GroundingSettings
-from .statistics import STATS_WINDOW_S
+from .runtime.memory import return_freed_memory
 
 
 def load_predictor(settings: GroundingSettings, log) -> tuple[AffordancePredictor, str]:

@@ -1,5 +1,5 @@
 """Everything the node publishes per frame: the publishers, created from one table, and the messages built from
-one frame's result. A new output is one more entry in OUTPUTS; the 3D ones come from avag_ros.depth_targets.
+one frame's result. A new output is one more entry in OUTPUTS; the 3D ones come from avag_ros.depth.targets.
 
 Publishers and subscriptions live from configure to cleanup, as in rclcpp's lifecycle nodes; while the node is
 inactive nothing is published. Recreating them on every activate would also make the middleware grow a new set
@@ -21,12 +21,12 @@ from tf2_msgs.msg import TFMessage
 
 from avag_core.image import overlay
 
-from .audio_sources import SILENCE_DB
-from .conversions import largest_region_polygon, mask_to_image, probability_to_image, rgb_to_bgr8
-from .depth_targets import DepthPin, DepthSettings, DepthTargets
-from .grounding_message import Heard, grounding_message, transforms
+from .audio.sources import SILENCE_DB
+from .depth.targets import DepthPin, DepthSettings, DepthTargets
+from .messages.grounding import Heard, grounding_message, transforms
+from .messages.images import largest_region_polygon, mask_to_image, probability_to_image, rgb_to_bgr8
 from .parameters import GroundingSettings
-from .qos import output_qos, tf_qos
+from .runtime.qos import output_qos, tf_qos
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class Outputs:
 
     def pin_depth(self, header: Header) -> DepthPin | None:
         """Pairs a frame with depth from its arrival on, not after inference: by then a fast depth stream has moved
-        on (avag_ros.depth_targets)."""
+        on (avag_ros.depth.targets)."""
         if self.depth is None:
             return None
         return self.depth.buffer.pin(Time.from_msg(header.stamp).nanoseconds)

@@ -6,7 +6,7 @@ One frame: decode the depth message, place the masks on its grid, compute both r
 back-projection, median point; RANSAC and least-squares plane and main direction for the function region), and
 build the point, pose, cloud and marker messages (the node builds clouds and markers only while someone
 subscribes to them; here they always are). DDS publishing is not included (bench/node_latency.py measures
-the node end to end). Masks and depth are the demo scene's (avag_ros.demo_depth) at 640x640, cropped to 640x480:
+the node end to end). Masks and depth are the demo scene's (avag_ros.tools.demo_depth) at 640x640, cropped to 640x480:
 real object shapes, a tilted table, holes at depth edges. Prints the median and p95 in ms and each region's
 pixel count. Goal: at most 3 ms median.
 """
@@ -20,11 +20,11 @@ import numpy as np
 from std_msgs.msg import Header
 
 from avag_core.data.synthetic import CATEGORIES, render_scene
-from avag_ros.conversions import (affordance_markers, depth_image, metres_to_depth_image, point_stamped,
-                                  points_to_cloud, pose_stamped)
-from avag_ros.demo_depth import render_depth
-from avag_ros.depth_targets import depth_grid_intrinsics
-from avag_ros.geometry import Intrinsics, even_subsample, region_geometry
+from avag_ros.messages.images import (affordance_markers, depth_image, metres_to_depth_image, point_stamped,
+                                      points_to_cloud, pose_stamped)
+from avag_ros.tools.demo_depth import render_depth
+from avag_ros.depth.targets import depth_grid_intrinsics
+from avag_ros.depth.geometry import Intrinsics, even_subsample, region_geometry
 from avag_ros.parameters import spec
 
 TOP, HEIGHT = 80, 480

@@ -41,8 +41,8 @@ from std_msgs.msg import Header
 
 from avag_core import AffordancePredictor, build_model
 from avag_core.checkpoints.weights import save_checkpoint
-from avag_ros.conversions import rgb_to_image
-from avag_ros.executors import create_executor
+from avag_ros.messages.images import rgb_to_image
+from avag_ros.runtime.executors import create_executor
 from avag_ros.grounding_node import GroundingNode
 from timing import median_ms
 

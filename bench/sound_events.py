@@ -1,4 +1,4 @@
-"""Sound events (avag_ros.sound_events): the figures behind the defaults of audio.change_threshold and
+"""Sound events (avag_ros.audio.sound_events): the figures behind the defaults of audio.change_threshold and
 audio.min_event_s.
 
     python bench/sound_events.py [--thresholds 0.7 0.8 1.0] [--checkpoint CKPT] [--scenes 12]
@@ -30,10 +30,10 @@ from avag_core import AffordancePredictor  # noqa: E402
 from avag_core.audio import load_audio  # noqa: E402
 from avag_core.data.synthetic import CATEGORIES, SAMPLE_RATE, render_scene, synthesize_sound  # noqa: E402
 from avag_core.training.metrics import sample_iou  # noqa: E402
-from avag_ros.audio_sources import RingBuffer  # noqa: E402
-from avag_ros.demo import DEMO_CHECKPOINT, QUIET_RMS  # noqa: E402
+from avag_ros.audio.sources import RingBuffer  # noqa: E402
+from avag_ros.tools.demo import DEMO_CHECKPOINT, QUIET_RMS  # noqa: E402
 from avag_ros.parameters import spec  # noqa: E402
-from avag_ros.sound_events import PRE_ROLL_S, SoundEvents  # noqa: E402
+from avag_ros.audio.sound_events import PRE_ROLL_S, SoundEvents  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "avagd-sample"
 LENGTHS_S = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 2.0)

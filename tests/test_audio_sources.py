@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from avag_ros.audio_sources import FileSource, RingBuffer, pcm_to_float
-from avag_ros.sound_events import loudest_level_db
+from avag_ros.audio.sources import FileSource, RingBuffer, pcm_to_float
+from avag_ros.audio.sound_events import loudest_level_db
 from ros_support import ros_domain, write_tone
 
 
@@ -104,8 +104,8 @@ pcm.!default {{
 CAPTURE = textwrap.dedent("""
     import json, sys, time
     import numpy as np
-    from avag_ros.audio_sources import MicrophoneSource
-    from avag_ros.sound_events import loudest_level_db
+    from avag_ros.audio.sources import MicrophoneSource
+    from avag_ros.audio.sound_events import loudest_level_db
     rate, channels, device = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     source = MicrophoneSource(device, rate, channels, buffer_s=2.0, clock=time.monotonic_ns)
     try:

@@ -4,8 +4,8 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from avag_ros.conversions import (SUPPORTED_ENCODINGS, compressed_to_rgb, image_to_rgb, largest_region_polygon,
-                                  mask_to_image, probability_to_image)
+from avag_ros.messages.images import (SUPPORTED_ENCODINGS, compressed_to_rgb, image_to_rgb, largest_region_polygon,
+                                      mask_to_image, probability_to_image)
 
 RNG = np.random.default_rng(0)
 # Horizontal pixel pairs share a colour, so the 4:2:2 chroma subsampling of the YUV encodings loses nothing.

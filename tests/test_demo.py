@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from avag_ros.demo import demo_scene
+from avag_ros.tools.demo import demo_scene
 from avag_ros.parameters import spec
 from conftest import REPO
 from depth_truth import expected_point

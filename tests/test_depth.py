@@ -1,7 +1,7 @@
 """3D targets from an aligned depth image, over real DDS: known planes, both encodings, holes, bad pairings, sizes,
 empty masks, a slow model.
 
-Every expected value is computed in the test (depth_truth), independently of avag_ros.geometry, from the mask the
+Every expected value is computed in the test (depth_truth), independently of avag_ros.depth.geometry, from the mask the
 node published and the depth this test sent, by the definition in the README ("3D targets").
 """
 import itertools
@@ -95,7 +95,7 @@ class Camera:
         self.probe.publisher.publish(self._colour_message(header))
 
     def _colour_message(self, header):
-        from avag_ros.conversions import rgb_to_image
+        from avag_ros.messages.images import rgb_to_image
         return rgb_to_image(self.colour, "rgb8", header)
 
 

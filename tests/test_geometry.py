@@ -1,5 +1,5 @@
-"""avag_ros.geometry on its own: erosion, back-projection (with lens distortion), the robust point, the plane fit and
-the approach frame, quaternions, subsampling and mask resampling.
+"""avag_ros.depth.geometry on its own: erosion, back-projection (with lens distortion), the robust point, the plane
+fit and the approach frame, quaternions, subsampling and mask resampling.
 
 Every expected value comes from an independent computation written here (brute-force loops, the generated plane
 or points, OpenCV's forward projection), never from the function under test.
@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from avag_ros.geometry import (DepthImage, Intrinsics, approach_frame, erode, even_subsample, fit_plane,
-                               mask_on_depth_grid, quaternion, region_geometry, region_points, robust_point,
-                               rotation_from_quaternion)
+from avag_ros.depth.geometry import (DepthImage, Intrinsics, approach_frame, erode, even_subsample, fit_plane,
+                                     mask_on_depth_grid, quaternion, region_geometry, region_points, robust_point,
+                                     rotation_from_quaternion)
 
 WIDTH, HEIGHT = 640, 480
 FX, FY, CX, CY = 600.0, 590.0, 322.4, 236.8

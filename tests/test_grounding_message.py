@@ -1,4 +1,4 @@
-"""avag_ros.grounding_message on its own: the combined AffordanceGrounding and the TF frames, against values
+"""avag_ros.messages.grounding on its own: the combined AffordanceGrounding and the TF frames, against values
 computed here (pixel loops, a rotation built from angles, quaternion rotation written out by hand)."""
 import math
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from std_msgs.msg import Header
 
-from avag_ros.geometry import RegionGeometry
-from avag_ros.grounding_message import Heard, grounding_message, mask_confidence, transforms
-from avag_ros.qos import tf_qos
+from avag_ros.depth.geometry import RegionGeometry
+from avag_ros.messages.grounding import Heard, grounding_message, mask_confidence, transforms
+from avag_ros.runtime.qos import tf_qos
 
 pytest.importorskip("avag_interfaces.msg", reason="interfaces not built (scripts/build_interfaces.sh)")
 pytest.importorskip("tf2_msgs.msg", reason="interfaces not built (scripts/build_interfaces.sh)")

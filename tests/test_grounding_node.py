@@ -230,7 +230,7 @@ def test_lifecycle_transitions(files):
         node.trigger_activate()
         before = probe.count("affordance/function_mask")
         assert probe.wait_for("affordance/function_mask", before + 1, publish=lambda: probe.publish_rgb(rgb_image()))
-        # The same thread, hence the same malloc arena, as before the cycle (avag_ros.memory).
+        # The same thread, hence the same malloc arena, as before the cycle (avag_ros.runtime.memory).
         assert inference_thread_ids() == inference_threads
 
 

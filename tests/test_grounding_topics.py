@@ -18,7 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped, PoseStamped
 from sensor_msgs.msg import Image
 
-from avag_ros.qos import tf_qos
+from avag_ros.runtime.qos import tf_qos
 from ros_support import Probe, grounding_node_command, ros_domain, small_checkpoint, write_tone
 from test_depth import Camera, plane_depth, stamp_key, tilted_normal
 

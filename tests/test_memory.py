@@ -1,9 +1,9 @@
-"""avag_ros.memory's allocator policy, checked by what glibc reports of its own mappings (mallinfo2)."""
+"""avag_ros.runtime.memory's allocator policy, checked by what glibc reports of its own mappings (mallinfo2)."""
 import ctypes
 import subprocess
 import sys
 
-from avag_ros.memory import model_blocks_mapped
+from avag_ros.runtime.memory import model_blocks_mapped
 
 LIBC = ctypes.CDLL(None)
 LIBC.malloc.restype = ctypes.c_void_p

@@ -15,7 +15,7 @@ from avag_core.cli.export import main as export_main
 from avag_core.data.synthetic import sample_pairs
 from avag_core.inference.manifest import MANIFEST_NAME
 from avag_core.training.evaluation import score_predictor
-from avag_ros.demo import DEMO_CHECKPOINT
+from avag_ros.tools.demo import DEMO_CHECKPOINT
 
 from ros_support import Probe, grounding_node, ros_domain, write_tone
 

@@ -177,7 +177,7 @@ def test_a_signal_during_the_first_export_ends_the_process_cleanly(files, tmp_pa
 
 STUCK = """
 import re, sys, time
-from avag_ros.shutdown import BoundedShutdown
+from avag_ros.runtime.shutdown import BoundedShutdown
 shutdown = BoundedShutdown("stuck_node", {timeout})
 shutdown.running()
 print("ready", flush=True)

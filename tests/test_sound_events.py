@@ -1,4 +1,4 @@
-"""Sound events (avag_ros.sound_events): onsets, ends, changes of sound, and the clip each event gives the model.
+"""Sound events (avag_ros.audio.sound_events): onsets, ends, changes of sound, and the clip each event gives the model.
 
 Streams are written into a real RingBuffer in 10 or 20 ms blocks, as the audio sources write them, and analysed
 as the node does (an update per block). The truths: the level rule computed here in plain numpy over the known
@@ -15,10 +15,10 @@ import torch
 
 from avag_core.audio import load_audio, waveform_to_examples
 from avag_core.data.synthetic import CATEGORIES, SAMPLE_RATE, synthesize_sound
-from avag_ros.audio_sources import RingBuffer
+from avag_ros.audio.sources import RingBuffer
 from avag_ros.parameters import spec
-from avag_ros.sound_events import (PRE_ROLL_S, SoundEvents, change_point, change_score, clip_span,
-                                   loudest_level_db)
+from avag_ros.audio.sound_events import (PRE_ROLL_S, SoundEvents, change_point, change_score, clip_span,
+                                         loudest_level_db)
 
 MIN_LEVEL_DB = -50.0
 HOLD_S = 1.0

@@ -22,10 +22,10 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from .conversions import (affordance_markers, camera_info_intrinsics, depth_image, point_stamped,
-                          points_to_cloud, pose_stamped)
+from ..messages.images import (affordance_markers, camera_info_intrinsics, depth_image, point_stamped,
+                               points_to_cloud, pose_stamped)
+from ..runtime.qos import output_qos, sensor_qos
 from .geometry import DepthImage, Intrinsics, RegionGeometry, even_subsample, region_geometry
-from .qos import output_qos, sensor_qos
 
 # Depth images kept for a colour frame still to come: its depth usually arrives first, by a few milliseconds.
 # Half a second at 60 Hz; the frames waiting for the model keep theirs in pins, not here (memory stays bounded:

@@ -1,6 +1,6 @@
 """One frame's result as a single avag_interfaces/AffordanceGrounding, and its 3D targets as TF frames.
 
-numpy -> messages, like avag_ros.conversions: the masks are built by the same functions as the single topics', so
+numpy -> messages, like avag_ros.messages.images: the masks are built by the same functions as the single topics', so
 the combined message and the single topics carry the same bytes. Nothing here publishes.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from builtin_interfaces.msg import Time as TimeMsg
 from geometry_msgs.msg import Point, Quaternion, TransformStamped
 from std_msgs.msg import Header
 
-from .conversions import mask_to_image
-from .geometry import RegionGeometry, quaternion
+from ..depth.geometry import RegionGeometry, quaternion
+from .images import mask_to_image
 
 DEFAULT_TF_PREFIX = "affordance_"
 
@@ -48,7 +48,7 @@ def grounding_message(header: Header, function_mask: np.ndarray, dependency_mask
                       sound_event_active: bool, audio_level_db: float, heard: Heard = Heard(),
                       regions: dict[str, RegionGeometry | None] | None = None, depth_frame_id: str = ""):
     """The whole result of one frame. `header` is the camera image's; `regions` are the 3D targets by region
-    (avag_ros.depth_targets) in `depth_frame_id`, None without depth. A region without geometry leaves its values
+    (avag_ros.depth.targets) in `depth_frame_id`, None without depth. A region without geometry leaves its values
     zero with the valid flag false; a function region whose points fit no plane has a valid point and no pose."""
     from avag_interfaces.msg import AffordanceGrounding
 

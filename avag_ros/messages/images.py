@@ -13,7 +13,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, Poi
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from .geometry import DepthImage, Intrinsics, RegionGeometry, quaternion
+from ..depth.geometry import DepthImage, Intrinsics, RegionGeometry, quaternion
 
 # encoding -> (bytes per pixel, converter from the packed HxWxC array to RGB). OpenCV rather than numpy
 # fancy indexing: a 640x480 bgr8 swap takes 0.07 ms instead of 3 ms, which matters on the inference path.

@@ -1,5 +1,5 @@
 """The grounding node as its own process (`ros2 run`, `ros2 launch`, `python -m avag_ros.grounding_node`): signals,
-spinning, and a bounded, ordered stop (avag_ros.shutdown)."""
+spinning, and a bounded, ordered stop (avag_ros.runtime.shutdown)."""
 from __future__ import annotations
 
 from typing import Callable, NoReturn
@@ -13,7 +13,7 @@ from .executors import create_executor
 from .shutdown import BoundedShutdown
 
 # A stop (SIGINT, SIGTERM, lifecycle shutdown) that takes longer than this plus the frame being inferred is forced
-# (avag_ros.shutdown); `ros2 launch` waits 5 s after SIGINT before it escalates to SIGTERM.
+# (avag_ros.runtime.shutdown); `ros2 launch` waits 5 s after SIGINT before it escalates to SIGTERM.
 SHUTDOWN_TIMEOUT_S = 4.0
 
 
@@ -23,7 +23,7 @@ def run_node_process(make_node: Callable[[], LifecycleNode], args: list[str] | N
     # rclpy's own signal handlers shut the context down the moment Ctrl-C arrives, while the inference thread
     # may be publishing a frame into it. Here a signal during start-up interrupts the model load or export (which
     # cleans up after itself), and once running only asks the loop to end; the node is then taken down in order,
-    # within SHUTDOWN_TIMEOUT_S whatever happens (avag_ros.shutdown). A lifecycle `shutdown` ends it too.
+    # within SHUTDOWN_TIMEOUT_S whatever happens (avag_ros.runtime.shutdown). A lifecycle `shutdown` ends it too.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     shutdown = BoundedShutdown("grounding_node", SHUTDOWN_TIMEOUT_S)
     node = executor = None
@@ -36,7 +36,7 @@ def run_node_process(make_node: Callable[[], LifecycleNode], args: list[str] | N
         while not shutdown.requested.is_set() and not node.finalized.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.2)
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # KeyboardInterrupt: a signal during start-up, which avag_ros.shutdown turns into one
+        pass  # KeyboardInterrupt: a signal during start-up, which avag_ros.runtime.shutdown turns into one
     finally:
         # the inference thread finishes its frame
         shutdown.begin(extra_s=node.stats.longest_model_s() if node is not None else 0.0)

@@ -15,7 +15,7 @@ import numpy as np
 
 from avag_core.data.synthetic import Scene
 
-from .geometry import DepthImage, Intrinsics, erode, region_points, robust_point
+from ..depth.geometry import DepthImage, Intrinsics, erode, region_points, robust_point
 
 TABLE_DISTANCE_M = 0.70  # from the camera's centre to the table plane
 TABLE_TILT_DEG = 40.0  # between the optical axis and the table's normal: a camera looking down and ahead

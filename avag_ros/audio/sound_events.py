@@ -31,7 +31,7 @@ import numpy as np
 from avag_core.audio import (EXAMPLE_OVERHANG_S, EXAMPLE_SECONDS, LOG_OFFSET, MEL_BANDS, STFT_WINDOW,
                              mel_filterbank)
 
-from .audio_sources import SILENCE_DB, RingBuffer
+from .sources import SILENCE_DB, RingBuffer
 
 HOP_S = 0.01
 LEVEL_HOPS = 5  # the level is the RMS of the last 50 ms

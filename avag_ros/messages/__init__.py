@@ -1,0 +1,1 @@
+"""numpy <-> ROS messages: camera frames, masks, depth, 3D targets and the one grounding message; nothing publishes."""
