@@ -114,7 +114,7 @@ def ros_free_cuda_tests() -> list[str]:
     if imported(ast.parse((REPO / "tests" / "conftest.py").read_text())) & ROS_MODULES:
         raise ValueError("tests/conftest.py imports ROS: no test file can run on the GPU machine")
     tests = []
-    for path in sorted((REPO / "tests").glob("test_*.py")):
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
         tree = ast.parse(path.read_text())
         if not imported(tree) & ROS_MODULES:
             tests += [f"{path.relative_to(REPO)}::{node.name}" for node in tree.body
@@ -203,7 +203,7 @@ def imports_probe() -> None:
     """In a child: import what the check runs; then, for each third-party module that those of our files import
     at module level, its distributions. What third-party packages import in turn is theirs: the machine's copies
     bring their own."""
-    sys.path[:0] = [str(REPO / "tests"), str(REPO / "training"), str(REPO / "bench")]
+    sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "core"), str(REPO / "training"), str(REPO / "bench")]
     for module in ["avag_core.inference.predictor", "avag_core.data", "avag_core.training.evaluation",
                    "avag_core.training.losses", "avag_core.training.optim", "avag_core.training.progress",
                    "avag_core.checkpoints.weights", "train", "make_synthetic",

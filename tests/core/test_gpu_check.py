@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 import gpu_check  # noqa: E402  (bench/ is no package)
 
@@ -87,8 +87,8 @@ def test_dry_run_finds_what_the_gpu_rows_import_on_the_machine_or_carried(dry_ru
 @pytest.mark.slow  # the dry run takes minutes
 def test_dry_run_selects_the_cuda_tests_that_need_no_ros_and_parses_the_training_command(dry_run):
     rows = rows_by_name(dry_run[1])
-    assert sorted(rows["cuda_tests"]["tests"]) == [f"tests/test_predictor.py::test_cuda_precisions_agree_with_cpu[{p}]"
-                                                   for p in ("bf16", "fp16", "fp32")]
+    assert sorted(rows["cuda_tests"]["tests"]) == [
+        f"tests/core/test_predictor.py::test_cuda_precisions_agree_with_cpu[{p}]" for p in ("bf16", "fp16", "fp32")]
     assert rows["training"]["config"] == {"model": "avagformer_b0", "image_size": 256, "precision": "bf16",
                                           "device": "cuda", "max_steps": 300, "batch_size": 8}
     probe = rows["avagformer_b0 512 px eager fp32"]["cpu_probe_b0_64px_fp32"]

@@ -23,7 +23,7 @@ from avag_ros.audio.sound_events import (PRE_ROLL_S, SoundEvents, change_point, 
 MIN_LEVEL_DB = -50.0
 HOLD_S = 1.0
 THRESHOLD = spec("audio.change_threshold").default
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "avagd-sample"
+SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "avagd-sample"
 
 
 def quiet(seconds: float, rate: int = SAMPLE_RATE, rms: float = 0.0005, seed: int = 0) -> np.ndarray:

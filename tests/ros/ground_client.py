@@ -1,7 +1,7 @@
 """A planner in its own process: calls `<service>` (avag_interfaces/GroundAffordance) once per request described in
 a JSON file and prints one JSON line per answer, with the seconds from call to answer.
 
-    python tests/ground_client.py SERVICE REQUESTS.json [PERIOD_S]
+    python tests/ros/ground_client.py SERVICE REQUESTS.json [PERIOD_S]
 
 Each request: {"channels", "sample_rate", "sample_format", "coding_format", "audio": path of the raw clip bytes,
 "image": null (the newest camera frame) or {"path": .npy of HxWx3 uint8 RGB, "frame_id"}}. Requests go out one
