@@ -96,3 +96,10 @@ PRESETS: dict[str, AVAGFormerConfig] = {
 # What runs a model (avag_core.inference.backends) and at which precisions.
 BACKENDS = ("torch", "onnxruntime", "openvino")
 PRECISION_NAMES = ("fp32", "fp16", "bf16", "int8")
+
+# Image-feature reuse for still views (avag_core.inference.view_reuse), the node's reuse.* defaults. The view change
+# under which a frame keeps the keyframe's image side lies between what sensor noise makes of a still 640x480 view
+# (0.08 at sigma 2, 0.12 at sigma 3) and what an object moved by 2.5 % of the width makes (0.2 to 0.45), as
+# bench/reuse.py measures; the age at which a keyframe is renewed.
+REUSE_MAX_CHANGE = 0.15
+REUSE_MAX_AGE_S = 2.0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 
-from avag_core.config import BACKENDS, PRECISION_NAMES, PRESETS
+from avag_core.config import BACKENDS, PRECISION_NAMES, PRESETS, REUSE_MAX_AGE_S, REUSE_MAX_CHANGE
 
 AUDIO_SOURCES = ("microphone", "file", "topic")
 # Sound events' defaults, both measured (README, "Sound events"): the shortest span at which the demo's weights
@@ -132,11 +132,12 @@ SPECS = (
          "rotation), children of the depth image's optical frame. Without depth it does nothing.", read_only=True),
     Spec("tf.prefix", "affordance_", "Prefix of the TF frames' names (one per node, e.g. left_affordance_).",
          read_only=True),
-    Spec("reuse.max_change", 0.15, "A frame whose view differs from the last keyframe's by less than this keeps the "
-         "keyframe's image features and runs only the audio and the mask head: mean absolute difference, in grey "
-         "levels (0-255), of the two frames shrunk to 32x24 grey. 0 turns reuse off.", range=(0.0, 255.0)),
-    Spec("reuse.max_age_s", 2.0, "A keyframe this old is renewed from the next frame of its view, beside the "
-         "stream (the old one stands until its successor is ready, at most twice this age); 0 turns reuse off.",
+    Spec("reuse.max_change", REUSE_MAX_CHANGE, "A frame whose view differs from the last keyframe's by less than "
+         "this keeps the keyframe's image features and runs only the audio and the mask head: mean absolute "
+         "difference, in grey levels (0-255), of the two frames shrunk to 32x24 grey. 0 turns reuse off.",
+         range=(0.0, 255.0)),
+    Spec("reuse.max_age_s", REUSE_MAX_AGE_S, "A keyframe this old is renewed from the next frame of its view, beside "
+         "the stream (the old one stands until its successor is ready, at most twice this age); 0 turns reuse off.",
          range=(0.0, 3600.0)),
 )
 

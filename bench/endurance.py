@@ -51,10 +51,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from avag_core.data.synthetic import CATEGORIES, SAMPLE_RATE, render_scene, synthesize_sound
+from avag_ros.data import DEMO_CHECKPOINT
 from avag_ros.messages.images import rgb_to_image
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_CHECKPOINT = REPO / "avag_ros" / "data" / "demo_avagformer_b0.pt"
 NODES = ("raw", "compressed")
 RATE_HZ = 15.0
 RSS_PERIOD_S = 10.0

@@ -22,9 +22,8 @@ import numpy as np
 from avag_core import AffordancePredictor
 from avag_core.data.synthetic import sample_pairs
 from avag_core.training.evaluation import score_predictor
+from avag_ros.data import DEMO_CHECKPOINT
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_CHECKPOINT = REPO / "avag_ros" / "data" / "demo_avagformer_b0.pt"
 ROWS = (("torch", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"))
 
 

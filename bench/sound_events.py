@@ -30,10 +30,11 @@ from avag_core import AffordancePredictor  # noqa: E402
 from avag_core.audio import load_audio  # noqa: E402
 from avag_core.data.synthetic import CATEGORIES, SAMPLE_RATE, render_scene, synthesize_sound  # noqa: E402
 from avag_core.training.metrics import sample_iou  # noqa: E402
-from avag_ros.audio.sources import RingBuffer  # noqa: E402
-from avag_ros.tools.demo import DEMO_CHECKPOINT, QUIET_RMS  # noqa: E402
-from avag_ros.parameters import spec  # noqa: E402
 from avag_ros.audio.sound_events import PRE_ROLL_S, SoundEvents  # noqa: E402
+from avag_ros.audio.sources import RingBuffer  # noqa: E402
+from avag_ros.data import DEMO_CHECKPOINT  # noqa: E402
+from avag_ros.parameters import spec  # noqa: E402
+from avag_ros.tools.demo import QUIET_RMS  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "avagd-sample"
 LENGTHS_S = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 2.0)

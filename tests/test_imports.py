@@ -1,6 +1,7 @@
-"""The packages' import structure: every module imports on its own, light modules stay free of torch, and no
-modules of avag_core or avag_ros import each other in a circle (a circle only holds while one of its imports
-waits inside a function, and breaks as soon as someone moves it to the top)."""
+"""The packages' import structure: every module imports on its own, light modules stay free of torch, no modules
+of avag_core or avag_ros import each other in a circle (a circle only holds while one of its imports waits inside
+a function, and breaks as soon as someone moves it to the top), and avag_core and the tests in tests/core import
+nothing of ROS, so that they run where ROS is not (the GPU check runs tests/core there)."""
 from __future__ import annotations
 
 import ast
@@ -113,6 +114,52 @@ def test_no_modules_import_each_other_in_a_circle():
     assert len(edges) > 40 and edges["avag_ros.grounding_node"]  # the walk found the code and its imports
     circle = find_circle(edges)
     assert circle is None, describe_circle(circle, edges, REPO)
+
+
+# ROS itself, its interface packages and what is built on them; any other `*_msgs` or `*_srvs` package counts too.
+ROS_PACKAGES = {"rclpy", "rcl_interfaces", "rosidl_runtime_py", "builtin_interfaces", "launch", "launch_ros",
+                "launch_testing", "ament_index_python", "avag_interfaces", "avag_ros", "ros_support"}
+
+
+def ros_free_files(root: Path) -> list[Path]:
+    """avag_core, and the tests that must run without ROS with the conftest they load."""
+    return [*sorted((root / "avag_core").rglob("*.py")), root / "tests" / "conftest.py",
+            *sorted((root / "tests" / "core").rglob("*.py"))]
+
+
+def ros_imports(path: Path) -> list[str]:
+    """`line: module` for every import statement of `path` that names something of ROS, those inside functions
+    included. Relative imports stay within their own package."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module]
+        else:
+            continue
+        found += [f"{node.lineno}: {name}" for name in names
+                  if name.split(".")[0] in ROS_PACKAGES or name.split(".")[0].endswith(("_msgs", "_srvs"))]
+    return found
+
+
+def test_the_ros_walker_sees_imports_inside_functions_and_message_packages(tmp_path):
+    (tmp_path / "avag_core").mkdir()
+    (tmp_path / "tests" / "core").mkdir(parents=True)
+    (tmp_path / "tests" / "conftest.py").write_text("import launchpad\nfrom .helpers import rclpy\n")
+    (tmp_path / "avag_core" / "leaf.py").write_text("import os\n\ndef later():\n    import rclpy.node\n")
+    (tmp_path / "tests" / "core" / "test_x.py").write_text("from avag_ros.data import DEMO_CHECKPOINT\n"
+                                                           "from sensor_msgs.msg import Image\n")
+    found = {str(path.relative_to(tmp_path)): ros_imports(path) for path in ros_free_files(tmp_path)}
+    assert found == {"avag_core/leaf.py": ["4: rclpy.node"], "tests/conftest.py": [],
+                     "tests/core/test_x.py": ["1: avag_ros.data", "2: sensor_msgs.msg"]}
+
+
+def test_avag_core_and_the_ros_free_tests_import_nothing_of_ros():
+    files = ros_free_files(REPO)
+    assert len(files) > 60 and REPO / "tests" / "core" / "test_export.py" in files  # the walk found them
+    found = {str(path.relative_to(REPO)): imports for path in files if (imports := ros_imports(path))}
+    assert not found, f"these import ROS, and could not run without it: {found}"
 
 
 # Runs in a fresh interpreter: imports the third-party packages our modules import at module level, none of

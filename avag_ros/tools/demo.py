@@ -44,6 +44,7 @@ from avag_core.image import save_png
 from avag_core.training.metrics import sample_iou
 
 from ..audio.sources import FileSource
+from ..data import DEMO_CHECKPOINT
 from ..depth.geometry import rotation_from_quaternion
 from ..grounding_node import GroundingNode
 from ..messages.images import image_to_rgb
@@ -51,7 +52,6 @@ from ..parameters import spec
 from .demo_depth import DepthScene, project, render_depth, true_target
 from .sample_player import SamplePlayer
 
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "data" / "demo_avagformer_b0.pt"
 # Three seen categories of the synthetic task; the first two are heard, the third only seen.
 SCENE_OBJECTS = ("hammer", "mug", "lamp")
 # The clip, looped: (object heard or None for quiet, seconds)

@@ -6,7 +6,6 @@ the 18 vggish.* tensors the file leaves out; the tests add them by that rule, as
 """
 import hashlib
 import logging
-import math
 import re
 import subprocess
 import sys
@@ -19,52 +18,22 @@ from avag_core.checkpoints.build import load_model
 from avag_core.checkpoints.weights import load_checkpoint, save_checkpoint
 from avag_core.cli.convert_released import main as convert_main
 
-from conftest import REPO, run_script, small_model
+from conftest import released_reference, run_script, small_model, write_released
 
-REFERENCE = REPO.parent / "shared" / "reference" / "released_avagformer"
 OUTPUTS = ("function_logits", "dependency_logits", "function_query_logits", "dependency_query_logits")
 IMAGE_SIZE = 256  # the reference's
 TOLERANCE = 1e-4  # in probability
 
 
-def reference_file(name):
-    if not REFERENCE.is_dir():
-        pytest.skip(f"released reference not found at {REFERENCE} (../shared is only on developer and CI machines)")
-    return REFERENCE / name
-
-
-def vggish_by_rule() -> dict[str, torch.Tensor]:
-    """The vggish.* tensors the reference outputs were computed with (its README's rule), in keys.tsv order."""
-    rows = [line.rstrip("\n").split("\t") for line in reference_file("keys.tsv").read_text().splitlines()[1:]]
-    tensors = {}
-    for index, (key, shape, _) in enumerate(row for row in rows if row[0].startswith("vggish.")):
-        dims = [int(d) for d in shape.split("x")]
-        torch.manual_seed(1000 + index)
-        t = torch.randn(dims)
-        tensors[key] = t * math.sqrt(2 / math.prod(dims[1:])) if len(dims) >= 2 else t * 0.1
-    return tensors
-
-
 @pytest.fixture(scope="module")
 def released(module_folder):
-    """Both formats the released train.py writes, complete (with VGGish), plus the VGGish file on its own."""
-    state = {**torch.load(reference_file("released_model.pth"), weights_only=True), **vggish_by_rule()}
-    torch.save(state, module_folder / "best.pth")  # model.module.state_dict()
-    parameter = torch.nn.Parameter(torch.zeros(3))
-    optimizer = torch.optim.AdamW([parameter])
-    parameter.grad = torch.ones(3)
-    optimizer.step()  # so that the saved optimiser state holds moment tensors, as a real one does
-    torch.save({"net": {f"module.{k}": v for k, v in state.items()}, "optimizer": optimizer.state_dict(),
-                "epoch": 4, "best_epoch": 3, "global_step": 120, "miou_list": [0.41, 0.43], "max_miou": 0.43},
-               module_folder / "last.pth")
-    torch.save({k[len("vggish."):]: v for k, v in vggish_by_rule().items()}, module_folder / "vggish-10086976.pth")
-    return module_folder
+    return write_released(module_folder)
 
 
 @pytest.fixture(scope="module")
 def reference_io():
-    return (torch.load(reference_file("inputs.pt"), weights_only=True),
-            torch.load(reference_file("released_outputs.pt"), weights_only=True))
+    return (torch.load(released_reference("inputs.pt"), weights_only=True),
+            torch.load(released_reference("released_outputs.pt"), weights_only=True))
 
 
 def assert_matches_released(model, reference_io):
@@ -125,7 +94,7 @@ def test_converted_checkpoint_matches_and_records_its_source(released, reference
 
 def test_a_file_without_vggish_needs_the_vggish_weights(released, reference_io, tmp_path, capsys):
     # In process: the test above already runs the CLI as a user does, and two more interpreters cost a minute.
-    bare = reference_file("released_model.pth")
+    bare = released_reference("released_model.pth")
     out = tmp_path / "converted.pt"
     code, err = convert_in_process(capsys, "--checkpoint", bare, "--out", out)
     assert code == 2 and "--vggish-weights" in err and not out.exists()
@@ -156,7 +125,7 @@ def test_exported_backends_match_the_released_final_masks(converted_best, refere
 
 def write_official_pvt(path):
     """The reference's backbone alone, as the PVT-v2 ImageNet release lays it out (what a user might pass)."""
-    state = torch.load(reference_file("released_model.pth"), weights_only=True)
+    state = torch.load(released_reference("released_model.pth"), weights_only=True)
     torch.save({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}, path)
 
 
@@ -215,18 +184,3 @@ def test_evaluate_and_export_take_a_released_checkpoint(released, synthetic_inde
                             timeout=600)
     assert result.returncode == 0, result.stderr
     assert (folder / "head.onnx").is_file()
-
-
-def test_the_node_runs_a_released_checkpoint_and_says_so(released, tmp_path, capfd):
-    from ros_support import Probe, grounding_node, ros_domain, write_tone
-    from sensor_msgs.msg import Image
-    tone = write_tone(tmp_path / "tone.wav")
-    with ros_domain() as (context, add):
-        node = add(grounding_node(context, released / "last.pth", tone))
-        probe = add(Probe(context, {"affordance/function_mask": Image}))
-        assert node._state_machine.current_state[1] == "active"
-        log = capfd.readouterr().err
-        assert "[affordance_grounding]" in log and "checkpoint of the released AVAGFormer code" in log, log
-        image = torch.randint(0, 256, (60, 80, 3), dtype=torch.uint8).numpy()
-        assert probe.wait_for("affordance/function_mask", timeout=60, publish=lambda: probe.publish_rgb(image))
-        assert probe.received["affordance/function_mask"][0].width == 80

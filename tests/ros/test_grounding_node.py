@@ -1,4 +1,5 @@
 """The grounding node over real rclpy and Fast DDS on loopback."""
+import math
 import threading
 import time
 
@@ -12,6 +13,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from avag_core.checkpoints.build import load_model
 from avag_core.inference.export import export_onnx
+from conftest import write_released
 from ros_support import Probe, grounding_node, grounding_node_command, ros_domain, small_checkpoint, write_tone
 from test_conversions import message as encoded_message
 
@@ -282,6 +284,31 @@ def test_exported_backends_run_end_to_end(files, tmp_path, monkeypatch, backend,
         assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 1
 
 
+@pytest.mark.slow  # int8 calibration
+def test_the_node_runs_int8_from_a_quantized_export(quantized_demo, tmp_path):
+    with ros_domain() as (context, add):
+        node = add(grounding_node(context, quantized_demo, write_tone(tmp_path / "tone.wav"), backend="openvino",
+                                  precision="int8"))
+        probe = add(Probe(context, {"affordance/function_mask": Image}))
+        assert node._state_machine.current_state[1] == "active"
+        image = np.random.default_rng(0).integers(0, 256, (60, 80, 3), np.uint8)
+        assert probe.wait_for("affordance/function_mask", timeout=60, publish=lambda: probe.publish_rgb(image))
+
+
+def test_the_node_runs_a_released_checkpoint_and_says_so(tmp_path, capfd):
+    released = write_released(tmp_path, ("last.pth",))
+    tone = write_tone(tmp_path / "tone.wav")
+    with ros_domain() as (context, add):
+        node = add(grounding_node(context, released / "last.pth", tone))
+        probe = add(Probe(context, {"affordance/function_mask": Image}))
+        assert node._state_machine.current_state[1] == "active"
+        log = capfd.readouterr().err
+        assert "[affordance_grounding]" in log and "checkpoint of the released AVAGFormer code" in log, log
+        image = np.random.default_rng(0).integers(0, 256, (60, 80, 3), np.uint8)
+        assert probe.wait_for("affordance/function_mask", timeout=60, publish=lambda: probe.publish_rgb(image))
+        assert probe.received["affordance/function_mask"][0].width == 80
+
+
 def test_a_backend_that_cannot_run_on_the_device_leaves_the_node_unconfigured(files, capfd):
     with ros_domain() as (context, add):
         node = add(grounding_node(context, files["checkpoint"], files["tone"], backend="openvino", device="cuda"))
@@ -311,6 +338,27 @@ def test_diagnostics_report_the_sound_event_before_any_image(files):
         assert probe.wait_for("/diagnostics", 3, timeout=10)
         values = diagnostics_values(probe)
         assert values["sound_event_active"] == "True" and float(values["audio_level_db"]) > -50, values
+
+
+def test_node_diagnostics_report_reuse_on_a_still_stream(files):
+    frame = np.random.default_rng(7).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    with ros_domain() as (context, add):
+        # a long max_age_s: on a busy machine one frame may take longer than the default
+        node = add(grounding_node(context, files["checkpoint"], files["tone"], **{"reuse.max_age_s": 600.0}))
+        probe = add(Probe(context, {"affordance/function_mask": Image, "/diagnostics": DiagnosticArray}))
+        assert probe.wait_for("affordance/function_mask", 4, publish=lambda: probe.publish_rgb(frame))
+        masks = probe.count("affordance/function_mask")
+        count = probe.count("/diagnostics")
+        assert probe.wait_for("/diagnostics", count + 1, timeout=5)  # published after those masks were decided
+        status = probe.received["/diagnostics"][-1].status[0]
+        values = {kv.key: kv.value for kv in status.values}
+        # every mask but the first keyframe's came from reuse; frames decided since can only add reuses
+        assert float(values["reuse_ratio"]) >= (masks - 1) / masks - 0.01
+        assert values["view_change"] == "0.00" and math.isfinite(float(values["keyframe_age_s"]))
+        assert node.set_parameters([Parameter("reuse.max_change", value=0.0)])[0].successful  # off at run time
+        masks = probe.count("affordance/function_mask")
+        assert probe.wait_for("affordance/function_mask", masks + 2, publish=lambda: probe.publish_rgb(frame))
+        assert not node.predictor.view_reuse.last_reused
 
 
 def test_raw_images_too_large_for_the_default_transport_are_warned_about_once(files, capfd, monkeypatch):

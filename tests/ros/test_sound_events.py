@@ -7,7 +7,6 @@ known place where a sound begins or one sound turns into another.
 """
 import itertools
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,15 +14,15 @@ import torch
 
 from avag_core.audio import load_audio, waveform_to_examples
 from avag_core.data.synthetic import CATEGORIES, SAMPLE_RATE, synthesize_sound
-from avag_ros.audio.sources import RingBuffer
-from avag_ros.parameters import spec
 from avag_ros.audio.sound_events import (PRE_ROLL_S, SoundEvents, change_point, change_score, clip_span,
                                          loudest_level_db)
+from avag_ros.audio.sources import RingBuffer
+from avag_ros.parameters import spec
+from conftest import sample_dir
 
 MIN_LEVEL_DB = -50.0
 HOLD_S = 1.0
 THRESHOLD = spec("audio.change_threshold").default
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "avagd-sample"
 
 
 def quiet(seconds: float, rate: int = SAMPLE_RATE, rms: float = 0.0005, seed: int = 0) -> np.ndarray:
@@ -261,9 +260,7 @@ CONTINUATIONS = ["bottle_cap/twist/P1FXGXxfcVw_2.23_4.44.mp3", "bottle_cap/twist
 
 
 def real_clip(name: str) -> tuple[np.ndarray, int]:
-    if not SAMPLE.is_dir():
-        pytest.skip("the AVAGD sample is in ../shared (developer and CI machines only)")
-    waveform, rate = load_audio(SAMPLE / name)
+    waveform, rate = load_audio(sample_dir() / name)
     return waveform.mean(axis=1), rate
 
 

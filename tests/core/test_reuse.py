@@ -1,5 +1,6 @@
-"""Image-feature reuse (avag_core.inference.view_reuse): which frames reuse the keyframe's image side, and that reusing changes
-the cost only. The truth is full inference by a predictor without reuse on the same backend."""
+"""Image-feature reuse (avag_core.inference.view_reuse): which frames reuse the keyframe's image side, and that reusing
+changes the cost only. The truth is full inference by a predictor without reuse on the same backend. The node's
+reuse diagnostics are in tests/ros/test_grounding_node.py."""
 import math
 import threading
 from dataclasses import dataclass
@@ -7,19 +8,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image
 
 from avag_core import AffordancePredictor
+from avag_core.config import REUSE_MAX_AGE_S, REUSE_MAX_CHANGE
 from avag_core.data.synthetic import render_scene
 from avag_core.inference.view_reuse import ViewReuse, view_change, view_fingerprint
-from avag_ros.parameters import spec
 from conftest import LIGHT_AUDIO, small_model
-from ros_support import Probe, grounding_node, ros_domain, small_checkpoint, write_tone
 
-DEFAULT_MAX_CHANGE = spec("reuse.max_change").default
-DEFAULT_MAX_AGE_S = spec("reuse.max_age_s").default
 SAMPLE_RATE = 16000
 NOISE_SIGMA = 3.0  # grey levels per pixel and channel: a still camera's sensor noise, on the high side
 CAMERA_SIZE = (640, 480)  # width, height
@@ -56,8 +51,8 @@ def sounds(count: int, seed: int = 0) -> list[np.ndarray]:
     return [rng.normal(0.0, 0.1, SAMPLE_RATE).astype(np.float32) for _ in range(count)]
 
 
-def with_reuse(predictor: AffordancePredictor, clock: SteppedClock, max_change: float = DEFAULT_MAX_CHANGE,
-               max_age_s: float = DEFAULT_MAX_AGE_S) -> AffordancePredictor:
+def with_reuse(predictor: AffordancePredictor, clock: SteppedClock, max_change: float = REUSE_MAX_CHANGE,
+               max_age_s: float = REUSE_MAX_AGE_S) -> AffordancePredictor:
     reusing = AffordancePredictor(predictor.backend)
     reusing.view_reuse = ViewReuse(max_change, max_age_s, clock=clock)
     return reusing
@@ -226,7 +221,7 @@ def renewal_held(renewed: np.ndarray | None = None) -> tuple[SteppedClock, HeldE
     """A ViewReuse (max_age_s 2) whose keyframe, grey 100, was taken at 0 s, and at 2 s the frame `renewed` (grey
     100 if None), which is served the old keyframe and starts a renewal held until `encode.release` is set."""
     clock, encode = SteppedClock(), HeldEncoder()
-    reuse = ViewReuse(DEFAULT_MAX_CHANGE, 2.0, clock=clock)
+    reuse = ViewReuse(REUSE_MAX_CHANGE, 2.0, clock=clock)
     assert reuse.maps_for(grey(100), encode) == [100.0]
     encode.hold.set()
     clock.now = 2.0
@@ -253,13 +248,13 @@ def test_a_view_changing_during_a_renewal_waits_for_it_and_becomes_the_keyframe(
 
 def test_a_keyframe_stands_while_renewed_only_up_to_twice_max_age():
     clock, encode = SteppedClock(), HeldEncoder()
-    reuse = ViewReuse(DEFAULT_MAX_CHANGE, 2.0, clock=clock)
+    reuse = ViewReuse(REUSE_MAX_CHANGE, 2.0, clock=clock)
     nudged = grey(100)
     nudged[0, 0] = 0  # the same view to the fingerprint (a change of 0.03), but its own mean grey level
     reuse.maps_for(grey(100), encode)
     clock.now = 100.0  # the stream paused (silence): the first frame after it must not get features 100 s old
     assert reuse.maps_for(nudged, encode) == [float(nudged.mean())]
-    assert reuse.last_change < DEFAULT_MAX_CHANGE and not reuse.last_reused and not reuse.renewing
+    assert reuse.last_change < REUSE_MAX_CHANGE and not reuse.last_reused and not reuse.renewing
     encode.hold.set()
     clock.now = 102.0
     assert reuse.maps_for(grey(100), encode) == [float(nudged.mean())] and reuse.last_reused  # renewal held
@@ -302,7 +297,7 @@ def test_a_failed_renewal_raises_once_and_the_next_stale_frame_tries_again():
             raise outcome
         return outcome
 
-    reuse = ViewReuse(DEFAULT_MAX_CHANGE, 2.0, clock=clock)
+    reuse = ViewReuse(REUSE_MAX_CHANGE, 2.0, clock=clock)
     reuse.maps_for(grey(100), encode)
     clock.now = 2.0
     assert reuse.maps_for(grey(100), encode) == [1.0]  # its renewal fails
@@ -314,7 +309,7 @@ def test_a_failed_renewal_raises_once_and_the_next_stale_frame_tries_again():
     assert reuse.maps_for(grey(100), encode) == [2.0]
 
 
-@pytest.mark.parametrize("max_change, max_age_s", [(0.0, DEFAULT_MAX_AGE_S), (DEFAULT_MAX_CHANGE, 0.0)])
+@pytest.mark.parametrize("max_change, max_age_s", [(0.0, REUSE_MAX_AGE_S), (REUSE_MAX_CHANGE, 0.0)])
 def test_zero_turns_reuse_off(scenes, tiny_model, max_change, max_age_s):
     rng, clock = np.random.default_rng(5), SteppedClock()
     predictor = with_reuse(AffordancePredictor(tiny_model), clock, max_change, max_age_s)
@@ -326,7 +321,7 @@ def test_zero_turns_reuse_off(scenes, tiny_model, max_change, max_age_s):
 
 def test_diagnostics_count_decisions_over_their_window():
     clock = SteppedClock()
-    reuse = ViewReuse(DEFAULT_MAX_CHANGE, 100.0, window_s=10.0, clock=clock)
+    reuse = ViewReuse(REUSE_MAX_CHANGE, 100.0, window_s=10.0, clock=clock)
     view = np.full((48, 64, 3), 128, np.uint8)
     computed = []
     for _ in range(4):  # one keyframe, three reuses
@@ -346,31 +341,8 @@ def test_the_default_max_change_lies_between_sensor_noise_and_a_moved_object(sce
         view = scene.image
         noise = [view_change(view_fingerprint(camera_frame(view, rng, sigma)),
                              view_fingerprint(camera_frame(view, rng, sigma))) for _ in range(5)]
-        assert max(noise) < DEFAULT_MAX_CHANGE * noise_share
+        assert max(noise) < REUSE_MAX_CHANGE * noise_share
         for mask in scene.object_masks:
             moved = camera_frame(moved_object(view, mask, MOVE_PX), rng, sigma)
             assert view_change(view_fingerprint(moved), view_fingerprint(camera_frame(view, rng, sigma))) \
-                > DEFAULT_MAX_CHANGE
-
-
-def test_node_diagnostics_report_reuse_on_a_still_stream(module_folder):
-    checkpoint = small_checkpoint(module_folder / "b0_64px.pt")
-    tone = write_tone(module_folder / "tone.wav")
-    frame = np.random.default_rng(7).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    with ros_domain() as (context, add):
-        # a long max_age_s: on a busy machine one frame may take longer than the default
-        node = add(grounding_node(context, checkpoint, tone, **{"reuse.max_age_s": 600.0}))
-        probe = add(Probe(context, {"affordance/function_mask": Image, "/diagnostics": DiagnosticArray}))
-        assert probe.wait_for("affordance/function_mask", 4, publish=lambda: probe.publish_rgb(frame))
-        masks = probe.count("affordance/function_mask")
-        count = probe.count("/diagnostics")
-        assert probe.wait_for("/diagnostics", count + 1, timeout=5)  # published after those masks were decided
-        status = probe.received["/diagnostics"][-1].status[0]
-        values = {kv.key: kv.value for kv in status.values}
-        # every mask but the first keyframe's came from reuse; frames decided since can only add reuses
-        assert float(values["reuse_ratio"]) >= (masks - 1) / masks - 0.01
-        assert values["view_change"] == "0.00" and math.isfinite(float(values["keyframe_age_s"]))
-        assert node.set_parameters([Parameter("reuse.max_change", value=0.0)])[0].successful  # off at run time
-        masks = probe.count("affordance/function_mask")
-        assert probe.wait_for("affordance/function_mask", masks + 2, publish=lambda: probe.publish_rgb(frame))
-        assert not node.predictor.view_reuse.last_reused
+                > REUSE_MAX_CHANGE
