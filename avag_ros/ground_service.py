@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import Image
 
 from .audio.sound_events import loudest_level_db
 from .audio.sources import PCM_FORMATS, check_audio_info, pcm_to_float
 from .messages.grounding import Heard, grounding_message
-from .messages.images import check_image, compressed_to_rgb, image_to_rgb
+from .messages.images import Frame, check_image, frame_to_rgb
 
 # Longest a request waits for the inference thread: a model load or an export can hold it for minutes, and a
 # planner is better told than left waiting on a reply that may never come.
@@ -141,7 +141,7 @@ class GroundQueue:
             return self._waiting.popleft() if self._waiting else None
 
 
-def ground(pending: PendingGround, newest_image: Image | CompressedImage | None, predictor,
+def ground(pending: PendingGround, newest_image: Frame | None, predictor,
            min_level_db: float) -> None:
     """Answer one request; run by the inference thread. The grounding carries the image's header; the sound event
     is the clip's loudest 50 ms reaching `min_level_db`, as for the stream, and its audio span is the clip ending
@@ -153,7 +153,7 @@ def ground(pending: PendingGround, newest_image: Image | CompressedImage | None,
         pending.answer(False, "no camera frame received yet: send one in the request's image")
         return
     try:
-        rgb = compressed_to_rgb(image) if isinstance(image, CompressedImage) else image_to_rgb(image)
+        rgb = frame_to_rgb(image)
         prediction = predictor.predict(rgb, request.audio, request.sample_rate)
     except ValueError as error:
         pending.answer(False, str(error))

@@ -12,11 +12,10 @@ from typing import Callable
 
 import numpy as np
 from rclpy.time import Time
-from sensor_msgs.msg import CompressedImage, Image
 
 from avag_core import AffordancePredictor
 
-from .messages.images import check_compressed, check_image, compressed_to_rgb, image_to_rgb
+from .messages.images import Frame, check_frame, frame_to_rgb
 from .depth.targets import DepthPin
 from .ground_service import GroundQueue, ground
 from .messages.grounding import Heard
@@ -35,16 +34,16 @@ class InferenceLoop:
         self._node = node  # its logger, clock and context
         self._settings, self._predictor, self._events, self._outputs, self._stats = (settings, predictor, events,
                                                                                       outputs, stats)
-        self._latest: tuple[Image | CompressedImage, DepthPin | None] | None = None
-        self._newest: Image | CompressedImage | None = None  # the last accepted frame: a request's "newest" image
+        self._latest: tuple[Frame, DepthPin | None] | None = None
+        self._newest: Frame | None = None  # the last accepted frame: a request's "newest" image
         self._wakeup = threading.Condition()
         self._stop = threading.Event()
         self.requests = GroundQueue(self._wake)
 
-    def offer(self, msg: Image | CompressedImage) -> bool:
+    def offer(self, msg: Frame) -> bool:
         """Puts a frame in the slot, in place of one still waiting; False if the image is refused."""
         try:
-            check_compressed(msg) if isinstance(msg, CompressedImage) else check_image(msg)
+            check_frame(msg)
         except ValueError as error:
             self._stats.count("rejected")
             self._node.get_logger().warning(f"dropping image: {error}", throttle_duration_sec=2.0)
@@ -78,7 +77,7 @@ class InferenceLoop:
         if frame is not None:
             self._outputs.release_depth(frame[1])
 
-    def _next_frame(self, not_before: float) -> tuple[Image | CompressedImage, DepthPin | None] | None:
+    def _next_frame(self, not_before: float) -> tuple[Frame, DepthPin | None] | None:
         """The frame in the slot once `not_before` (monotonic) has come; None as soon as a request waits or the
         loop is stopped."""
         with self._wakeup:
@@ -118,10 +117,10 @@ class InferenceLoop:
             finally:
                 self._outputs.release_depth(depth_pin)
 
-    def _process(self, msg: Image | CompressedImage, depth_pin: DepthPin | None) -> None:
+    def _process(self, msg: Frame, depth_pin: DepthPin | None) -> None:
         log = self._node.get_logger()
         try:  # first, so that a frame that cannot be decoded is counted whatever the sound
-            rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+            rgb = frame_to_rgb(msg)
         except ValueError as error:
             self._stats.count("rejected")
             log.warning(f"dropping image: {error}", throttle_duration_sec=2.0)

@@ -23,8 +23,9 @@ from avag_core.image import overlay
 
 from .audio.sources import SILENCE_DB
 from .depth.targets import DepthPin, DepthSettings, DepthTargets
-from .messages.grounding import Heard, grounding_message, transforms
+from .messages.grounding import Heard, grounding_message
 from .messages.images import largest_region_polygon, mask_to_image, probability_to_image, rgb_to_bgr8
+from .messages.targets import transforms
 from .parameters import GroundingSettings
 from .runtime.qos import output_qos, tf_qos
 

@@ -6,8 +6,8 @@ One frame: decode the depth message, place the masks on its grid, compute both r
 back-projection, median point; RANSAC and least-squares plane and main direction for the function region), and
 build the point, pose, cloud and marker messages (the node builds clouds and markers only while someone
 subscribes to them; here they always are). DDS publishing is not included (bench/node_latency.py measures
-the node end to end). Masks and depth are the demo scene's (avag_ros.tools.demo_depth) at 640x640, cropped to 640x480:
-real object shapes, a tilted table, holes at depth edges. Prints the median and p95 in ms and each region's
+the node end to end). Masks and depth are the demo scene's (avag_ros.tools.demo_depth) at 640x640, cropped to
+640x480: real object shapes, a tilted table, holes at depth edges. Prints the median and p95 in ms and each region's
 pixel count. Goal: at most 3 ms median.
 """
 from __future__ import annotations
@@ -20,12 +20,12 @@ import numpy as np
 from std_msgs.msg import Header
 
 from avag_core.data.synthetic import CATEGORIES, render_scene
-from avag_ros.messages.images import (affordance_markers, depth_image, metres_to_depth_image, point_stamped,
-                                      points_to_cloud, pose_stamped)
-from avag_ros.tools.demo_depth import render_depth
+from avag_ros.depth.geometry import Intrinsics, region_geometry
 from avag_ros.depth.targets import depth_grid_intrinsics
-from avag_ros.depth.geometry import Intrinsics, even_subsample, region_geometry
+from avag_ros.messages.depth import depth_image, metres_to_depth_image
+from avag_ros.messages.targets import affordance_markers, point_stamped, points_to_cloud, pose_stamped
 from avag_ros.parameters import spec
+from avag_ros.tools.demo_depth import render_depth
 
 TOP, HEIGHT = 80, 480
 
@@ -51,11 +51,12 @@ def main() -> None:
         grid = depth_grid_intrinsics(intrinsics, depth.shape, masks["function"].shape)
         regions = {}
         for name, mask in masks.items():
-            region = region_geometry(mask, depth, grid, with_pose=name == "function", **rule)
+            region = region_geometry(mask, depth, grid, with_pose=name == "function", max_cloud_points=cloud_limit,
+                                     **rule)
             regions[name] = region
             point_stamped(region.point, header)
-            points_to_cloud(even_subsample(region.points, cloud_limit), header)
-        pose_stamped(regions["function"].point, regions["function"].rotation, header)
+            points_to_cloud(region.cloud, header)
+        pose_stamped(regions["function"], header)
         affordance_markers(regions, header)
 
     for _ in range(10):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -286,9 +286,15 @@ def even_subsample(points: np.ndarray, limit: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RegionGeometry:
+    """A region in 3D, with what its messages carry: the point, the cloud to publish and the pose's quaternion."""
     point: np.ndarray  # [3]
-    points: np.ndarray  # [N, 3]
+    points: np.ndarray  # [N, 3], every valid point of the region
     rotation: np.ndarray | None  # [3, 3], columns x, y, z; None when no plane fits
+    cloud: np.ndarray  # [M, 3], the points evenly subsampled to what a published cloud holds
+    quaternion: tuple[float, float, float, float] | None = field(init=False)  # (x, y, z, w) of rotation
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "quaternion", None if self.rotation is None else quaternion(self.rotation))
 
 
 def mask_on_depth_grid(mask: np.ndarray, depth_shape: tuple[int, int]) -> np.ndarray:
@@ -301,12 +307,14 @@ def mask_on_depth_grid(mask: np.ndarray, depth_shape: tuple[int, int]) -> np.nda
 
 
 def region_geometry(mask: np.ndarray, depth: DepthImage, intrinsics: Intrinsics, *, erode_px: int, min_m: float,
-                    max_m: float, min_points: int, with_pose: bool,
-                    previous_x: np.ndarray | None = None) -> RegionGeometry | None:
+                    max_m: float, min_points: int, with_pose: bool, previous_x: np.ndarray | None = None,
+                    max_cloud_points: int | None = None) -> RegionGeometry | None:
     """The region's point (and pose), or None when fewer than `min_points` of its pixels have valid depth (an empty
-    mask included). `previous_x`: the x axis of the pose last published for this region (`approach_frame`)."""
+    mask included). `previous_x`: the x axis of the pose last published for this region (`approach_frame`);
+    `max_cloud_points`: the most points its cloud keeps (None: all)."""
     points = region_points(mask_on_depth_grid(mask, depth.shape), depth, intrinsics, erode_px, min_m, max_m)
     if len(points) < max(min_points, 1):
         return None
     point = robust_point(points)
-    return RegionGeometry(point, points, approach_frame(points, point, previous_x) if with_pose else None)
+    cloud = points if max_cloud_points is None else even_subsample(points, max_cloud_points)
+    return RegionGeometry(point, points, approach_frame(points, point, previous_x) if with_pose else None, cloud)

@@ -22,10 +22,10 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from ..messages.images import (affordance_markers, camera_info_intrinsics, depth_image, point_stamped,
-                               points_to_cloud, pose_stamped)
+from ..messages.depth import camera_info_intrinsics, depth_image
+from ..messages.targets import affordance_markers, point_stamped, points_to_cloud, pose_stamped
 from ..runtime.qos import output_qos, sensor_qos
-from .geometry import DepthImage, Intrinsics, RegionGeometry, even_subsample, region_geometry
+from .geometry import DepthImage, Intrinsics, RegionGeometry, region_geometry
 
 # Depth images kept for a colour frame still to come: its depth usually arrives first, by a few milliseconds.
 # Half a second at 60 Hz; the frames waiting for the model keep theirs in pins, not here (memory stays bounded:
@@ -203,10 +203,9 @@ class DepthTargets:
             self._publishers[f"affordance/{region}_point"].publish(point_stamped(geometry.point, out))
             clouds = self._publishers[f"affordance/{region}_cloud"]
             if clouds.get_subscription_count() > 0:  # clouds and markers are built only for someone who listens
-                clouds.publish(points_to_cloud(even_subsample(geometry.points, settings.max_cloud_points), out))
+                clouds.publish(points_to_cloud(geometry.cloud, out))
             if geometry.rotation is not None:
-                self._publishers["affordance/function_pose"].publish(pose_stamped(geometry.point,
-                                                                                  geometry.rotation, out))
+                self._publishers["affordance/function_pose"].publish(pose_stamped(geometry, out))
                 self._last_pose_x = geometry.rotation[:, 0]
         markers = self._publishers["affordance/markers"]
         if markers.get_subscription_count() > 0:
@@ -222,7 +221,8 @@ class DepthTargets:
                 regions[region] = region_geometry(masks[region], depth, intrinsics, erode_px=settings.erode_px,
                                                   min_m=settings.min_m, max_m=settings.max_m,
                                                   min_points=settings.min_points, with_pose=region == "function",
-                                                  previous_x=self._last_pose_x)
+                                                  previous_x=self._last_pose_x,
+                                                  max_cloud_points=settings.max_cloud_points)
             except ValueError as error:  # a distortion model the geometry cannot undo
                 raise DepthUnavailable("depth_rejected", str(error)) from None
         return regions

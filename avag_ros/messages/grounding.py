@@ -1,6 +1,6 @@
-"""One frame's result as a single avag_interfaces/AffordanceGrounding, and its 3D targets as TF frames.
+"""One frame's whole result as a single avag_interfaces/AffordanceGrounding.
 
-numpy -> messages, like avag_ros.messages.images: the masks are built by the same functions as the single topics', so
+Its masks are built by the same function as the single topics' and its 3D values by the same as the 3D topics', so
 the combined message and the single topics carry the same bytes. Nothing here publishes.
 """
 from __future__ import annotations
@@ -9,13 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from builtin_interfaces.msg import Time as TimeMsg
-from geometry_msgs.msg import Point, Quaternion, TransformStamped
 from std_msgs.msg import Header
 
-from ..depth.geometry import RegionGeometry, quaternion
+from ..depth.geometry import RegionGeometry
 from .images import mask_to_image
-
-DEFAULT_TF_PREFIX = "affordance_"
+from .targets import orientation, point
 
 
 def mask_confidence(mask: np.ndarray, probability: np.ndarray | None) -> float:
@@ -23,10 +21,6 @@ def mask_confidence(mask: np.ndarray, probability: np.ndarray | None) -> float:
     if probability is None or not mask.any():
         return 0.0
     return float(np.mean(probability[mask], dtype=np.float64))
-
-
-def _point(values: np.ndarray) -> Point:
-    return Point(x=float(values[0]), y=float(values[1]), z=float(values[2]))
 
 
 @dataclass(frozen=True)
@@ -65,37 +59,12 @@ def grounding_message(header: Header, function_mask: np.ndarray, dependency_mask
     function, dependency = regions.get("function"), regions.get("dependency")
     if function is not None:
         message.function_point_valid = True
-        message.function_point = _point(function.point)
-        message.function_pose.position = _point(function.point)
-        if function.rotation is not None:
-            x, y, z, w = quaternion(function.rotation)
+        message.function_point = point(function.point)
+        message.function_pose.position = point(function.point)
+        if function.quaternion is not None:
             message.function_pose_valid = True
-            message.function_pose.orientation = Quaternion(x=x, y=y, z=z, w=w)
+            message.function_pose.orientation = orientation(function.quaternion)
     if dependency is not None:
         message.dependency_point_valid = True
-        message.dependency_point = _point(dependency.point)
+        message.dependency_point = point(dependency.point)
     return message
-
-
-def transforms(regions: dict[str, RegionGeometry | None], header: Header, prefix: str = DEFAULT_TF_PREFIX):
-    """tf2_msgs/TFMessage: `<prefix>function` at the function pose, `<prefix>dependency` at the dependency point
-    with the identity rotation, both children of header.frame_id (the depth image's optical frame) at header's
-    stamp. A region without geometry (or a function region without a pose) gets no frame; None when none has."""
-    from tf2_msgs.msg import TFMessage
-
-    frames = []
-    function, dependency = regions.get("function"), regions.get("dependency")
-    if function is not None and function.rotation is not None:
-        x, y, z, w = quaternion(function.rotation)
-        frames.append(_transform(header, prefix + "function", function.point, Quaternion(x=x, y=y, z=z, w=w)))
-    if dependency is not None:
-        frames.append(_transform(header, prefix + "dependency", dependency.point, Quaternion(w=1.0)))
-    return TFMessage(transforms=frames) if frames else None
-
-
-def _transform(header: Header, child: str, point: np.ndarray, rotation: Quaternion) -> TransformStamped:
-    transform = TransformStamped(header=Header(stamp=header.stamp, frame_id=header.frame_id), child_frame_id=child)
-    translation = transform.transform.translation
-    translation.x, translation.y, translation.z = (float(v) for v in point)
-    transform.transform.rotation = rotation
-    return transform

@@ -39,7 +39,8 @@ from avag_core.image import load_image
 
 from ..audio.sources import audio_common_available
 from ..depth.geometry import Intrinsics
-from ..messages.images import intrinsics_to_camera_info, metres_to_depth_image, rgb_to_image
+from ..messages.depth import intrinsics_to_camera_info, metres_to_depth_image
+from ..messages.images import rgb_to_image
 
 if TYPE_CHECKING:
     from audio_common_msgs.msg import AudioInfo

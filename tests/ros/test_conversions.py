@@ -4,8 +4,8 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from avag_ros.messages.images import (SUPPORTED_ENCODINGS, compressed_to_rgb, image_to_rgb, largest_region_polygon,
-                                      mask_to_image, probability_to_image)
+from avag_ros.messages.images import (SUPPORTED_ENCODINGS, check_frame, compressed_to_rgb, frame_to_rgb, image_to_rgb,
+                                      largest_region_polygon, mask_to_image, probability_to_image)
 
 RNG = np.random.default_rng(0)
 # Horizontal pixel pairs share a colour, so the 4:2:2 chroma subsampling of the YUV encodings loses nothing.
@@ -104,6 +104,22 @@ def test_compressed_jpeg_and_png_and_corrupt():
         encoded = cv2.imencode(fmt, cv2.cvtColor(smooth, cv2.COLOR_RGB2BGR))[1].tobytes()
         with pytest.raises(ValueError, match="truncated (jpeg|png)"):
             compressed_to_rgb(CompressedImage(format=fmt[1:], data=encoded[:len(encoded) // 2]))
+
+
+def test_a_frame_of_either_kind_is_checked_and_converted_by_its_kind():
+    """The loop and ~/ground take raw and compressed frames alike: each kind goes its own way, and a kind's fault
+    is found by checking, without decoding."""
+    png = cv2.imencode(".png", cv2.cvtColor(RGB, cv2.COLOR_RGB2BGR))[1].tobytes()
+    frames = {"raw": message("bgr8", RGB, padding=3), "compressed": CompressedImage(format="png", data=png)}
+    for kind, frame in frames.items():
+        check_frame(frame)
+        assert np.array_equal(frame_to_rgb(frame), RGB), kind
+    short, truncated = message("rgb8", RGB), CompressedImage(format="png", data=png[:-20])
+    short.data = bytes(short.data)[:-1]
+    with pytest.raises(ValueError, match="expected step x height"):
+        check_frame(short)
+    with pytest.raises(ValueError, match="truncated png"):
+        check_frame(truncated)
 
 
 def test_output_messages_keep_header_and_size():

@@ -4,9 +4,9 @@ callbacks would."""
 import pytest
 from sensor_msgs.msg import CameraInfo, Image
 
-from avag_ros.messages.images import depth_image
-from avag_ros.depth.targets import DEPTH_BUFFER, DepthBuffer, DepthUnavailable, depth_grid_intrinsics
 from avag_ros.depth.geometry import Intrinsics
+from avag_ros.depth.targets import DEPTH_BUFFER, DepthBuffer, DepthUnavailable, depth_grid_intrinsics
+from avag_ros.messages.depth import depth_image
 
 MS = 1_000_000  # nanoseconds
 

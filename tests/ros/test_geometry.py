@@ -268,6 +268,24 @@ def test_the_previous_x_axis_decides_the_sign():
         assert rotation[:, 0] @ previous_x > 0
 
 
+def test_a_region_carries_its_pose_as_a_quaternion_and_its_cloud_evenly_subsampled():
+    """What the messages read, so that building them never calls back into the geometry: the quaternion of the
+    pose (checked by turning the axes with it, written out here) and the cloud within max_cloud_points."""
+    normal = tilted_normal(20.0)
+    mask, depth, _ = strip_scene(normal, vertical=False)
+    depth_image = DepthImage(depth.astype(np.float32), 1.0)
+    region = region_geometry(mask, depth_image, STRIP_CAMERA, with_pose=True, max_cloud_points=100, **RULE)
+    x, y, z, w = region.quaternion
+    for axis in range(3):  # v' = v + 2w (q x v) + 2 q x (q x v), q = (x, y, z)
+        v, q = np.eye(3)[axis], np.array([x, y, z])
+        turned = v + 2 * w * np.cross(q, v) + 2 * np.cross(q, np.cross(q, v))
+        np.testing.assert_allclose(turned, region.rotation[:, axis], atol=1e-9)
+    every = np.linspace(0, len(region.points) - 1, 100).round().astype(int)
+    assert len(region.points) > 1000 and np.array_equal(region.cloud, region.points[every])
+    whole = region_geometry(mask, depth_image, STRIP_CAMERA, with_pose=False, **RULE)
+    assert whole.quaternion is None and np.array_equal(whole.cloud, whole.points)
+
+
 def test_the_approach_frame_is_a_right_handed_rotation_on_the_plane():
     normal = tilted_normal(35.0, 25.0)
     points, _ = plane_patch(1, normal, 1.0)

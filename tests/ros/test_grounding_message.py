@@ -7,13 +7,16 @@ import pytest
 from std_msgs.msg import Header
 
 from avag_ros.depth.geometry import RegionGeometry
-from avag_ros.messages.grounding import Heard, grounding_message, mask_confidence, transforms
+from avag_ros.messages.grounding import Heard, grounding_message, mask_confidence
+from avag_ros.messages.targets import transforms
+from avag_ros.parameters import spec
 from avag_ros.runtime.qos import tf_qos
 
 pytest.importorskip("avag_interfaces.msg", reason="interfaces not built (scripts/build_interfaces.sh)")
 pytest.importorskip("tf2_msgs.msg", reason="interfaces not built (scripts/build_interfaces.sh)")
 
 RNG = np.random.default_rng(3)
+NO_POINTS = np.zeros((0, 3))  # the messages here carry no cloud
 
 
 def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
@@ -91,8 +94,8 @@ def test_the_event_and_the_audio_span_on_the_node_clock():
 
 def test_3d_values_and_valid_flags():
     turn = rotation(0.4, -0.3, 1.1)
-    regions = {"function": RegionGeometry(np.array([0.1, -0.2, 0.9]), np.zeros((0, 3)), turn),
-               "dependency": RegionGeometry(np.array([-0.3, 0.05, 1.4]), np.zeros((0, 3)), None)}
+    regions = {"function": RegionGeometry(np.array([0.1, -0.2, 0.9]), NO_POINTS, turn, NO_POINTS),
+               "dependency": RegionGeometry(np.array([-0.3, 0.05, 1.4]), NO_POINTS, None, NO_POINTS)}
     empty = np.zeros((4, 4), bool)
     message = grounding_message(header(), empty, empty, None, None, False, -120.0, regions=regions,
                                 depth_frame_id="camera_depth_optical_frame")
@@ -106,7 +109,7 @@ def test_3d_values_and_valid_flags():
     assert (message.dependency_point.x, message.dependency_point.y, message.dependency_point.z) == (-0.3, 0.05, 1.4)
     assert message.function_confidence == 0.0 and message.dependency_confidence == 0.0
 
-    regions["function"] = RegionGeometry(np.array([0.1, -0.2, 0.9]), np.zeros((0, 3)), None)  # fits no plane
+    regions["function"] = RegionGeometry(np.array([0.1, -0.2, 0.9]), NO_POINTS, None, NO_POINTS)  # fits no plane
     message = grounding_message(header(), empty, empty, None, None, False, -120.0, regions=regions)
     assert message.function_point_valid and not message.function_pose_valid
     assert message.function_pose.position == message.function_point
@@ -120,8 +123,8 @@ def test_3d_values_and_valid_flags():
 
 def test_tf_frames_are_the_function_pose_and_the_dependency_point():
     turn = rotation(-1.2, 0.2, 0.5)
-    regions = {"function": RegionGeometry(np.array([0.4, 0.1, 1.2]), np.zeros((0, 3)), turn),
-               "dependency": RegionGeometry(np.array([0.0, -0.1, 0.8]), np.zeros((0, 3)), None)}
+    regions = {"function": RegionGeometry(np.array([0.4, 0.1, 1.2]), NO_POINTS, turn, NO_POINTS),
+               "dependency": RegionGeometry(np.array([0.0, -0.1, 0.8]), NO_POINTS, None, NO_POINTS)}
     depth_header = Header(stamp=header().stamp, frame_id="camera_depth_optical_frame")
     message = transforms(regions, depth_header, "robot_")
     function, dependency = message.transforms
@@ -141,10 +144,11 @@ def test_tf_frames_are_the_function_pose_and_the_dependency_point():
 
 
 def test_regions_without_geometry_or_pose_get_no_frame():
-    point_only = RegionGeometry(np.array([0.4, 0.1, 1.2]), np.zeros((0, 3)), None)
-    assert transforms({"function": None, "dependency": None}, header()) is None
-    assert transforms({"function": point_only, "dependency": None}, header()) is None
-    frames = transforms({"function": None, "dependency": point_only}, header()).transforms
+    point_only = RegionGeometry(np.array([0.4, 0.1, 1.2]), NO_POINTS, None, NO_POINTS)
+    prefix = spec("tf.prefix").default
+    assert transforms({"function": None, "dependency": None}, header(), prefix) is None
+    assert transforms({"function": point_only, "dependency": None}, header(), prefix) is None
+    frames = transforms({"function": None, "dependency": point_only}, header(), prefix).transforms
     assert [frame.child_frame_id for frame in frames] == ["affordance_dependency"]
 
 
