@@ -31,6 +31,7 @@ from avag_core import AffordancePredictor
 from . import parameters
 from .audio_setup import AudioRunner, make_audio_source
 from .audio.sources import AudioSource
+from .depth.pairing import DepthInput
 from .diagnostics import grounding_status, grounding_values
 from .runtime.fastdds import LargeImageWarning
 from .ground_service import GroundService
@@ -61,6 +62,7 @@ class GroundingNode(LifecycleNode):
         self._model_description = "none"
         self._outputs: Outputs | None = None
         self._image_subscription = None
+        self._depth: DepthInput | None = None  # with depth.enabled, from configure to cleanup
         self._loop: InferenceLoop | None = None  # from configure to cleanup
         self._ground_service: GroundService | None = None  # ~/ground, from configure to cleanup
         self._inference_thread = ReusedThread("affordance_inference")
@@ -126,7 +128,7 @@ class GroundingNode(LifecycleNode):
         self.sound_events = SoundEvents(lambda: source.buffer, self._event_ids)
         self._create_entities(settings)
         self._loop = InferenceLoop(self, lambda: self.settings, self.predictor, self.sound_events, self._outputs,
-                                   self.stats)
+                                   self.stats, self._depth)
         self._ground_service = GroundService(self, self._loop.requests)
         return_freed_memory()  # what loading the checkpoint allocated on the way
         log.info(f"configured: model {self._model_description} on {self.predictor.backend.description} "
@@ -140,6 +142,7 @@ class GroundingNode(LifecycleNode):
         kind, topic = (CompressedImage, "image/compressed") if settings.use_compressed else (Image, "image")
         self._image_subscription = self.create_subscription(kind, topic, self._on_image, camera_qos(),
                                                             qos_overriding_options=qos_overrides)
+        self._depth = DepthInput(self, qos_overrides) if settings.depth_enabled else None
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._activated_at = time.monotonic()
@@ -168,7 +171,9 @@ class GroundingNode(LifecycleNode):
             self.destroy_subscription(self._image_subscription)
         if self._outputs is not None:
             self._outputs.destroy()
-        self._loop = self._outputs = self._image_subscription = None
+        if self._depth is not None:
+            self._depth.destroy()
+        self._loop = self._outputs = self._image_subscription = self._depth = None
         device = self.predictor.device if self.predictor is not None else None
         if self.predictor is not None and self.predictor.view_reuse is not None:
             self.predictor.view_reuse.close()  # a keyframe renewal in progress still holds the model

@@ -1,8 +1,9 @@
-"""The newest-frame slot and the loop that takes each frame through the sound event, conversion, the predictor and
-the outputs. Image callbacks only ever replace the frame in the slot, so they never wait for the model; the loop
-runs in the node's inference thread, one frame at a time, at most `max_rate_hz`. Between two frames it answers
-the `~/ground` requests waiting in `requests` (avag_ros.ground_service), before the next frame and whatever the
-rate limit.
+"""The newest-frame slot and the loop that takes each frame through conversion, the sound event, the predictor and
+the outputs, one way. Image callbacks only ever replace the frame in the slot, so they never wait for the model;
+a frame is pinned to its depth when it enters the slot (with depth.enabled), and the loop releases the pin when
+the frame is done. The loop runs in the node's inference thread, one frame at a time, at most `max_rate_hz`.
+Between two frames it answers the `~/ground` requests waiting in `requests` (avag_ros.ground_service), before the
+next frame and whatever the rate limit.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from rclpy.time import Time
 from avag_core import AffordancePredictor
 
 from .messages.images import Frame, check_frame, frame_to_rgb
-from .depth.targets import DepthPin
+from .depth.pairing import DepthInput, DepthPin
 from .ground_service import GroundQueue, ground
 from .messages.grounding import Heard
 from .outputs import FrameResult, Outputs
@@ -30,10 +31,11 @@ class InferenceLoop:
     node's current settings, which parameter changes replace while the loop runs."""
 
     def __init__(self, node, settings: Callable[[], GroundingSettings], predictor: AffordancePredictor,
-                 events: SoundEvents, outputs: Outputs, stats: Statistics) -> None:
+                 events: SoundEvents, outputs: Outputs, stats: Statistics, depth: DepthInput | None = None) -> None:
         self._node = node  # its logger, clock and context
         self._settings, self._predictor, self._events, self._outputs, self._stats = (settings, predictor, events,
                                                                                       outputs, stats)
+        self._depth = depth  # with depth.enabled
         self._latest: tuple[Frame, DepthPin | None] | None = None
         self._newest: Frame | None = None  # the last accepted frame: a request's "newest" image
         self._wakeup = threading.Condition()
@@ -48,14 +50,14 @@ class InferenceLoop:
             self._stats.count("rejected")
             self._node.get_logger().warning(f"dropping image: {error}", throttle_duration_sec=2.0)
             return False
-        pin = self._outputs.pin_depth(msg.header)
+        pin = self._depth.pin(msg.header) if self._depth is not None else None
         self._newest = msg
         with self._wakeup:
             replaced, self._latest = self._latest, (msg, pin)
             self._stats.image_received(replaced_unprocessed=replaced is not None)
             self._wakeup.notify()
         if replaced is not None:
-            self._outputs.release_depth(replaced[1])
+            _release(replaced[1])
         return True
 
     def prepare(self) -> None:
@@ -75,7 +77,7 @@ class InferenceLoop:
         with self._wakeup:
             frame, self._latest = self._latest, None
         if frame is not None:
-            self._outputs.release_depth(frame[1])
+            _release(frame[1])
 
     def _next_frame(self, not_before: float) -> tuple[Frame, DepthPin | None] | None:
         """The frame in the slot once `not_before` (monotonic) has come; None as soon as a request waits or the
@@ -115,7 +117,7 @@ class InferenceLoop:
                 self._stats.count("failed")
                 self._node.get_logger().error(f"inference failed on one frame: {error!r}", throttle_duration_sec=5.0)
             finally:
-                self._outputs.release_depth(depth_pin)
+                _release(depth_pin)
 
     def _process(self, msg: Frame, depth_pin: DepthPin | None) -> None:
         log = self._node.get_logger()
@@ -140,7 +142,7 @@ class InferenceLoop:
             empty = np.zeros(rgb.shape[:2], bool)
             heard = Heard(event.id, event.onset_ns) if event is not None else Heard()
             self._outputs.publish(FrameResult(msg.header, rgb, empty, empty, None, event is not None,
-                                              state.level_db, heard), depth_pin)
+                                              state.level_db, heard, depth_pin))
             return
         clip = self._events.clip(state, settings.audio_window_s)
         started = time.perf_counter()
@@ -153,10 +155,14 @@ class InferenceLoop:
         model_s = time.perf_counter() - started
         self._outputs.publish(FrameResult(msg.header, rgb, prediction.function_mask, prediction.dependency_mask,
                                           prediction, True, state.level_db,
-                                          Heard(event.id, event.onset_ns, clip.start_ns, clip.end_ns)),
-                              depth_pin)
+                                          Heard(event.id, event.onset_ns, clip.start_ns, clip.end_ns), depth_pin))
         latency = (self._node.get_clock().now() - Time.from_msg(msg.header.stamp)).nanoseconds / 1e9
         self._stats.inference_done(latency, model_s)
         log.debug(f"frame {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}: event {event.id}, "
                   f"{clip.samples.size / clip.sample_rate:.2f} s of its audio, model {model_s * 1e3:.0f} ms, "
                   f"published {latency * 1e3:.0f} ms after its stamp")
+
+
+def _release(pin: DepthPin | None) -> None:
+    if pin is not None:
+        pin.release()

@@ -1,5 +1,6 @@
 """Everything the node publishes per frame: the publishers, created from one table, and the messages built from
-one frame's result. A new output is one more entry in OUTPUTS; the 3D ones come from avag_ros.depth.targets.
+one frame's result. A new output is one more entry in OUTPUTS; the 3D ones come from avag_ros.depth.targets, from
+the depth the inference loop paired with the frame.
 
 Publishers and subscriptions live from configure to cleanup, as in rclcpp's lifecycle nodes; while the node is
 inactive nothing is published. Recreating them on every activate would also make the middleware grow a new set
@@ -14,7 +15,6 @@ import numpy as np
 from avag_interfaces.msg import AffordanceGrounding
 from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PolygonStamped
-from rclpy.time import Time
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
@@ -22,7 +22,8 @@ from tf2_msgs.msg import TFMessage
 from avag_core.image import overlay
 
 from .audio.sources import SILENCE_DB
-from .depth.targets import DepthPin, DepthSettings, DepthTargets
+from .depth.pairing import DepthPin
+from .depth.targets import DepthSettings, DepthTargets
 from .messages.grounding import Heard, grounding_message
 from .messages.images import largest_region_polygon, mask_to_image, probability_to_image, rgb_to_bgr8
 from .messages.targets import transforms
@@ -41,6 +42,7 @@ class FrameResult:
     sound_event_active: bool = False
     audio_level_db: float = SILENCE_DB  # the loudest 50 ms over audio.hold_s
     heard: Heard = Heard()  # the sound event and the audio the masks were grounded on
+    depth: DepthPin | None = None  # with depth.enabled: the depth image paired with the frame since its arrival
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,8 @@ def depth_settings(settings: GroundingSettings) -> DepthSettings:
 
 
 class Outputs:
-    """The publishers of one configuration, and with depth.enabled the 3D side that pairs frames with depth. All
-    are managed (lifecycle) publishers: they publish only while the node is active."""
+    """The publishers of one configuration, with depth.enabled the 3D ones. All are managed (lifecycle) publishers:
+    they publish only while the node is active."""
 
     def __init__(self, node, settings: GroundingSettings, qos_overrides) -> None:
         self._node = node
@@ -102,18 +104,7 @@ class Outputs:
         if self.depth is not None:
             self.depth.settings = depth_settings(settings)
 
-    def pin_depth(self, header: Header) -> DepthPin | None:
-        """Pairs a frame with depth from its arrival on, not after inference: by then a fast depth stream has moved
-        on (avag_ros.depth.targets)."""
-        if self.depth is None:
-            return None
-        return self.depth.buffer.pin(Time.from_msg(header.stamp).nanoseconds)
-
-    def release_depth(self, pin: DepthPin | None) -> None:
-        if pin is not None and self.depth is not None:
-            self.depth.buffer.release(pin)
-
-    def publish(self, frame: FrameResult, depth_pin: DepthPin | None) -> None:
+    def publish(self, frame: FrameResult) -> None:
         for output, publisher in self._publishers:
             if output.on_demand and publisher.get_subscription_count() == 0:
                 continue
@@ -123,9 +114,9 @@ class Outputs:
         # 3D last: whatever the depth does, the frame's 2D outputs are out.
         depth_header, regions = None, None
         prediction = frame.prediction
-        if depth_pin is not None and prediction is not None:
+        if frame.depth is not None and self.depth is not None and prediction is not None:
             three_d = self.depth.publish(frame.header, {"function": frame.function_mask,
-                                                        "dependency": frame.dependency_mask}, depth_pin)
+                                                        "dependency": frame.dependency_mask}, frame.depth)
             if three_d is not None:
                 depth_header, regions = three_d
         # The whole frame in one message, after its parts: a planner that reads it finds the single topics out too

@@ -21,7 +21,7 @@ from std_msgs.msg import Header
 
 from avag_core.data.synthetic import CATEGORIES, render_scene
 from avag_ros.depth.geometry import Intrinsics, region_geometry
-from avag_ros.depth.targets import depth_grid_intrinsics
+from avag_ros.depth.pairing import depth_grid_intrinsics
 from avag_ros.messages.depth import depth_image, metres_to_depth_image
 from avag_ros.messages.targets import affordance_markers, point_stamped, points_to_cloud, pose_stamped
 from avag_ros.parameters import spec

@@ -5,7 +5,7 @@ import pytest
 from sensor_msgs.msg import CameraInfo, Image
 
 from avag_ros.depth.geometry import Intrinsics
-from avag_ros.depth.targets import DEPTH_BUFFER, DepthBuffer, DepthUnavailable, depth_grid_intrinsics
+from avag_ros.depth.pairing import DEPTH_BUFFER, DepthBuffer, DepthUnavailable, depth_grid_intrinsics
 from avag_ros.messages.depth import depth_image
 
 MS = 1_000_000  # nanoseconds
@@ -32,7 +32,7 @@ def test_a_frame_takes_the_depth_nearest_in_stamp_before_or_after_it(buffer):
     base = 5 * 10**9
     for offset_ms in (-40, -12, 9, 30):  # the nearest is after the frame
         buffer.add_image(depth_at(base + offset_ms * MS))
-    image, _ = buffer.pair(buffer.pin(base), max_offset_s=0.05)
+    image, _ = buffer.pin(base).pair(max_offset_s=0.05)
     assert stamp_of(image) == base + 9 * MS
 
 
@@ -42,7 +42,7 @@ def test_a_pin_moves_to_a_nearer_depth_that_arrives_later(buffer):
     pin = buffer.pin(base)
     buffer.add_image(depth_at(base + 3 * MS))  # nearer: taken
     buffer.add_image(depth_at(base + 15 * MS))  # farther: not
-    image, _ = buffer.pair(pin, max_offset_s=0.05)
+    image, _ = pin.pair(max_offset_s=0.05)
     assert stamp_of(image) == base + 3 * MS
 
 
@@ -50,7 +50,7 @@ def test_depth_beyond_the_max_offset_is_refused_with_the_offset(buffer):
     base = 9 * 10**9
     buffer.add_image(depth_at(base - 80 * MS))
     with pytest.raises(DepthUnavailable, match=r"0\.080 s from the colour frame") as raised:
-        buffer.pair(buffer.pin(base), max_offset_s=0.05)
+        buffer.pin(base).pair(max_offset_s=0.05)
     assert raised.value.kind == "frames_without_depth"
 
 
@@ -58,12 +58,12 @@ def test_no_depth_or_no_camera_info_yet_is_named():
     buffer = DepthBuffer()
     buffer.add_image(depth_at(10**9))
     with pytest.raises(DepthUnavailable, match="no CameraInfo") as raised:
-        buffer.pair(buffer.pin(10**9), 0.05)
+        buffer.pin(10**9).pair(0.05)
     assert raised.value.kind == "frames_without_camera_info"
     buffer = DepthBuffer()
     buffer.set_info(CameraInfo())
     with pytest.raises(DepthUnavailable, match="no depth image") as raised:
-        buffer.pair(buffer.pin(10**9), 0.05)
+        buffer.pin(10**9).pair(0.05)
     assert raised.value.kind == "frames_without_depth"
 
 
@@ -74,22 +74,22 @@ def test_a_pending_frame_keeps_its_depth_while_the_ring_overflows(buffer):
     pin = buffer.pin(base)
     for tick in range(1, 3 * DEPTH_BUFFER):
         buffer.add_image(depth_at(base + tick * 16_667_000))
-    image, _ = buffer.pair(pin, max_offset_s=0.05)
+    image, _ = pin.pair(max_offset_s=0.05)
     assert stamp_of(image) == base
     # Without its pin, the same frame finds only depth far newer than itself.
     with pytest.raises(DepthUnavailable, match="from the colour frame"):
-        buffer.pair(buffer.pin(base), max_offset_s=0.05)
+        buffer.pin(base).pair(max_offset_s=0.05)
 
 
 def test_a_released_pin_no_longer_follows_new_depth(buffer):
     base = 30 * 10**9
     buffer.add_image(depth_at(base - 30 * MS))
     pin = buffer.pin(base)
-    buffer.release(pin)
-    buffer.release(pin)  # releasing twice (a replaced frame, then the worker's cleanup) is harmless
+    pin.release()
+    pin.release()  # releasing twice (a replaced frame, then the worker's cleanup) is harmless
     buffer.add_image(depth_at(base))
     with pytest.raises(DepthUnavailable, match=r"0\.030 s from the colour frame"):
-        buffer.pair(pin, max_offset_s=0.01)
+        pin.pair(max_offset_s=0.01)
 
 
 def intrinsics(width: int, height: int) -> Intrinsics:
