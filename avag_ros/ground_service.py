@@ -19,7 +19,7 @@ import numpy as np
 from sensor_msgs.msg import Image
 
 from .audio.sound_events import loudest_level_db
-from .audio.sources import PCM_FORMATS, check_audio_info, pcm_to_float
+from .audio.pcm import PCM_FORMATS, check_audio_info, pcm_to_float
 from .messages.grounding import Heard, grounding_message
 from .messages.images import Frame, check_image, frame_to_rgb
 

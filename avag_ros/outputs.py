@@ -21,7 +21,7 @@ from tf2_msgs.msg import TFMessage
 
 from avag_core.image import overlay
 
-from .audio.sources import SILENCE_DB
+from .audio.sound_events import SILENCE_DB
 from .depth.pairing import DepthPin
 from .depth.targets import DepthSettings, DepthTargets
 from .messages.grounding import Heard, grounding_message

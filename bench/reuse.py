@@ -11,7 +11,7 @@ b5). Random seed-0 weights, exported once per preset.
   moving: its largest object drawn again 16 px (2.5 % of the width) further right each frame, six steps right,
   six back.
 - The sound goes on in real time, as the node reads it: before each frame, the samples of the time since the
-  last frame are written into the node's own ring buffer (avag_ros.audio.sources.RingBuffer, 2 s already
+  last frame are written into the node's own ring buffer (avag_ros.audio.ring_buffer.RingBuffer, 2 s already
   recorded before the first frame, one sound event from its start), and the frame gets the node's clip of that
   event (avag_ros.audio.sound_events): its last whole log-mel windows (0.96 s) that fit in audio.window_s. So a new
   window is embedded about once per 0.96 s, not once per frame.
@@ -58,7 +58,7 @@ from avag_core.inference.quantize import quantize_export  # noqa: E402
 from avag_core.data.synthetic import render_scene  # noqa: E402
 from avag_core.inference.export import export_onnx  # noqa: E402
 from avag_core.inference.view_reuse import ViewReuse, view_change, view_fingerprint  # noqa: E402
-from avag_ros.audio.sources import RingBuffer  # noqa: E402
+from avag_ros.audio.ring_buffer import RingBuffer  # noqa: E402
 from avag_ros.audio.sound_events import SoundEvents  # noqa: E402
 from avag_ros.parameters import spec  # noqa: E402
 

@@ -30,8 +30,8 @@ from avag_core import AffordancePredictor  # noqa: E402
 from avag_core.audio import load_audio  # noqa: E402
 from avag_core.data.synthetic import CATEGORIES, SAMPLE_RATE, render_scene, synthesize_sound  # noqa: E402
 from avag_core.training.metrics import sample_iou  # noqa: E402
+from avag_ros.audio.ring_buffer import RingBuffer  # noqa: E402
 from avag_ros.audio.sound_events import PRE_ROLL_S, SoundEvents  # noqa: E402
-from avag_ros.audio.sources import RingBuffer  # noqa: E402
 from avag_ros.data import DEMO_CHECKPOINT  # noqa: E402
 from avag_ros.parameters import spec  # noqa: E402
 from avag_ros.tools.demo import QUIET_RMS  # noqa: E402

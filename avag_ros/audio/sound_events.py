@@ -31,8 +31,9 @@ import numpy as np
 from avag_core.audio import (EXAMPLE_OVERHANG_S, EXAMPLE_SECONDS, LOG_OFFSET, MEL_BANDS, STFT_WINDOW,
                              mel_filterbank)
 
-from .sources import SILENCE_DB, RingBuffer
+from .ring_buffer import RingBuffer
 
+SILENCE_DB = -120.0  # the level of digital silence, and the floor of every level
 HOP_S = 0.01
 LEVEL_HOPS = 5  # the level is the RMS of the last 50 ms
 SPECTRUM_S = 0.025  # VGGish's analysis frame

@@ -14,77 +14,10 @@ import numpy as np
 
 from avag_core.audio import load_audio
 
+from .pcm import check_audio_info, pcm_to_float
+from .ring_buffer import RingBuffer
+
 Clock = Callable[[], int]  # ROS time now, in nanoseconds
-
-SILENCE_DB = -120.0
-
-
-class RingBuffer:
-    """The last `capacity_s` seconds of mono audio at one sample rate, thread-safe."""
-
-    def __init__(self, sample_rate: int, capacity_s: float) -> None:
-        self.sample_rate = sample_rate
-        self._data = np.zeros(max(1, int(round(capacity_s * sample_rate))), np.float32)
-        self._written = 0  # samples written since the start, ever
-        self._last_stamp_ns = 0
-        self._lock = threading.Lock()
-
-    @property
-    def written(self) -> int:
-        return self._written
-
-    @property
-    def last_stamp_ns(self) -> int:
-        return self._last_stamp_ns
-
-    def write(self, samples: np.ndarray, stamp_ns: int) -> None:
-        """Append mono samples; `stamp_ns` is the ROS time of the last one."""
-        samples = np.asarray(samples, np.float32).reshape(-1)
-        total = samples.size  # all of them count as written, even where a block overflows the ring
-        samples = samples[-self._data.size:]
-        with self._lock:
-            start = (self._written + total - samples.size) % self._data.size
-            end = start + samples.size
-            if end <= self._data.size:
-                self._data[start:end] = samples
-            else:
-                split = self._data.size - start
-                self._data[start:] = samples[:split]
-                self._data[:end - self._data.size] = samples[split:]
-            self._written += total
-            self._last_stamp_ns = stamp_ns
-
-    @property
-    def capacity(self) -> int:
-        """How many of the last samples the ring holds."""
-        return self._data.size
-
-    def latest(self, seconds: float) -> np.ndarray:
-        """The most recent `seconds` of audio (less if not yet recorded)."""
-        with self._lock:
-            count = min(int(round(seconds * self.sample_rate)), self._written, self._data.size)
-            return self._copy(self._written - count, self._written)
-
-    def read(self, start: int, end: int) -> np.ndarray:
-        """Samples [start, end) of the stream, counted from its first sample. Raises ValueError for samples that
-        are not written yet or no longer held."""
-        with self._lock:
-            if not self._written - self._data.size <= start <= end <= self._written:
-                raise ValueError(f"samples {start}-{end} are not in the ring, which holds "
-                                 f"{max(0, self._written - self._data.size)}-{self._written}")
-            return self._copy(start, end)
-
-    def _copy(self, start: int, end: int) -> np.ndarray:
-        first, count = start % self._data.size, end - start
-        if first + count <= self._data.size:
-            return self._data[first:first + count].copy()
-        return np.concatenate((self._data[first:], self._data[:first + count - self._data.size]))
-
-    def stamp_of(self, index: int) -> int:
-        """The time of sample `index` on the clock that stamps the blocks, from the stamp of the last one written
-        (the rate apart)."""
-        with self._lock:
-            return self._last_stamp_ns - round((self._written - 1 - index) * 1e9 / self.sample_rate)
 
 
 class AudioSource(ABC):
@@ -209,45 +142,8 @@ def audio_common_available() -> bool:
     return True
 
 
-# audio_common's AudioInfo.sample_format -> numpy dtype of one sample
-PCM_FORMATS = {"S16LE": "<i2", "S32LE": "<i4", "F32LE": "<f4", "U8": "u1", "S16BE": ">i2", "S32BE": ">i4",
-               "F32BE": ">f4"}
-
-
-def pcm_to_float(data: bytes, sample_format: str, channels: int) -> np.ndarray:
-    """Interleaved PCM bytes -> mono float32 in [-1, 1]."""
-    if sample_format not in PCM_FORMATS:
-        raise ValueError(f"unsupported PCM sample format '{sample_format}'; supported: {sorted(PCM_FORMATS)}")
-    samples = np.frombuffer(bytes(data), dtype=PCM_FORMATS[sample_format])
-    if channels < 1 or samples.size % channels:
-        raise ValueError(f"{samples.size} samples do not split into {channels} channels")
-    scale = {"i2": 32768.0, "i4": 2147483648.0, "u1": 128.0}.get(samples.dtype.str[1:], 1.0)
-    mono = samples.reshape(-1, channels).astype(np.float32).mean(axis=1)
-    if samples.dtype.kind == "u":
-        mono -= 128.0
-    return mono / scale
-
-
-# AudioInfo.coding_format values that mean interleaved PCM (audio_capture's format:=wave sends "wave")
-PCM_CODINGS = ("wave", "pcm", "raw")
-TOPIC_RATES_HZ = (8000, 192000)
 STALE_AUDIO_S = 2.0  # a topic that delivered nothing for this long is reported, not silently held
 LATCH_CHECK_S = 1.0  # how often the graph is checked for a transient-local AudioInfo publisher
-
-
-def check_audio_info(info) -> str | None:
-    """Why this AudioInfo cannot be decoded, or None. `bitrate` is not checked: audio_capture sends its mp3
-    encoder's setting (192) with wave too."""
-    if info.coding_format.lower() not in PCM_CODINGS:
-        return (f"coding_format '{info.coding_format}' is not PCM; run audio_capture with format:=wave "
-                f"(its default, mp3, is not decoded here)")
-    if info.sample_format not in PCM_FORMATS:
-        return f"sample_format '{info.sample_format}' is not one of {', '.join(sorted(PCM_FORMATS))}"
-    if info.channels < 1:
-        return "channels is 0"
-    if not TOPIC_RATES_HZ[0] <= info.sample_rate <= TOPIC_RATES_HZ[1]:
-        return f"sample_rate {info.sample_rate} Hz is outside {TOPIC_RATES_HZ[0]} to {TOPIC_RATES_HZ[1]} Hz"
-    return None
 
 
 class TopicSource(AudioSource):

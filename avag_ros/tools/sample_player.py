@@ -12,9 +12,9 @@ image_height, camera_matrix) to `depth/camera_info`, with the image's stamp and 
 in real time, looping, exactly as audio_common's audio_capture does with format:=wave: audio_common_msgs/AudioData
 on `audio`, AudioDataStamped on `audio_stamped` (stamped with a wall clock started with the stream, as GStreamer's
 pipeline clock is, not ROS time) and AudioInfo on `audio_info` at start and every 5 s, all with the default QoS
-(reliable, volatile; depth 10, 1 for the info). --audio-format (S16LE, S32LE, F32LE, U8) and --audio-channels
-choose the PCM layout; the clip's sample rate is kept. Without audio_common_msgs (scripts/setup.sh builds it), give
-the clip to the node's `file` source instead.
+(reliable, volatile; depth 10, 1 for the info). --audio-format (any the node decodes: S16LE, S32LE, F32LE, U8 and
+the big-endian S16BE, S32BE, F32BE) and --audio-channels choose the PCM layout; the clip's sample rate is kept.
+Without audio_common_msgs (scripts/setup.sh builds it), give the clip to the node's `file` source instead.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from std_msgs.msg import Header
 from avag_core.audio import load_audio
 from avag_core.image import load_image
 
+from ..audio.pcm import PCM_FORMATS, float_to_pcm
 from ..audio.sources import audio_common_available
 from ..depth.geometry import Intrinsics
 from ..messages.depth import intrinsics_to_camera_info, metres_to_depth_image
@@ -50,7 +51,6 @@ AUDIO_CHUNK_S = 0.05
 AUDIO_INFO_PERIOD_S = 5.0  # audio_capture's
 # audio_capture reports its mp3 encoder's bitrate setting (kbit/s) whatever the format
 AUDIO_CAPTURE_BITRATE = 192
-PCM_SAMPLE_FORMATS = ("S16LE", "S32LE", "F32LE", "U8")
 
 
 def image_files(paths: list[str]) -> list[Path]:
@@ -134,22 +134,6 @@ class SamplePlayer(Node):
         self.create_timer(AUDIO_CHUNK_S / 2, publish_due_chunks)
 
 
-def encode_pcm(waveform: np.ndarray, sample_format: str, channels: int) -> bytes:
-    """[samples, channels] float in [-1, 1] -> interleaved PCM bytes with `channels` channels (mixed down to mono,
-    or mono repeated), as audio_capture's GStreamer caps would deliver them."""
-    mono = np.clip(waveform.mean(axis=1), -1.0, 1.0)
-    frames = np.repeat(mono[:, None], channels, axis=1)
-    if sample_format == "S16LE":
-        return np.round(frames * 32767).astype("<i2").tobytes()
-    if sample_format == "S32LE":
-        return np.round(frames * 2147483647).astype("<i4").tobytes()
-    if sample_format == "F32LE":
-        return frames.astype("<f4").tobytes()
-    if sample_format == "U8":
-        return np.clip(np.round(frames * 128 + 128), 0, 255).astype("u1").tobytes()
-    raise ValueError(f"--audio-format must be one of {', '.join(PCM_SAMPLE_FORMATS)}, got {sample_format!r}")
-
-
 def audio_stream(path: str, sample_format: str, channels: int | None) -> tuple[bytes, int, AudioInfo]:
     """The clip as audio_capture would publish it: PCM bytes, bytes per frame, and its AudioInfo."""
     from audio_common_msgs.msg import AudioInfo
@@ -158,7 +142,7 @@ def audio_stream(path: str, sample_format: str, channels: int | None) -> tuple[b
     channels = channels or waveform.shape[1]
     if not 1 <= channels <= 255:
         raise ValueError(f"--audio-channels must be 1 to 255, got {channels}")
-    pcm = encode_pcm(waveform, sample_format, channels)
+    pcm = float_to_pcm(waveform.mean(axis=1), sample_format, channels)  # mono, repeated in each channel
     info = AudioInfo(channels=channels, sample_rate=rate, sample_format=sample_format,
                      bitrate=AUDIO_CAPTURE_BITRATE, coding_format="wave")
     return pcm, len(pcm) // waveform.shape[0], info
@@ -196,7 +180,7 @@ def main(args: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", action="append", required=True, help="image file or folder (repeatable)")
     parser.add_argument("--audio", help="clip to publish as audio_capture does (needs audio_common_msgs)")
-    parser.add_argument("--audio-format", default="S16LE", choices=PCM_SAMPLE_FORMATS,
+    parser.add_argument("--audio-format", default="S16LE", choices=sorted(PCM_FORMATS),
                         help="PCM sample format of --audio (default S16LE, audio_capture's)")
     parser.add_argument("--audio-channels", type=int, help="channels of --audio (default: the clip's)")
     parser.add_argument("--rate", type=float, default=15.0, help="images per second (default 15)")

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from avag_ros.audio.sources import FileSource, RingBuffer, pcm_to_float
+from avag_ros.audio.pcm import PCM_FORMATS, float_to_pcm, pcm_to_float
+from avag_ros.audio.ring_buffer import RingBuffer
 from avag_ros.audio.sound_events import loudest_level_db
+from avag_ros.audio.sources import FileSource
 from ros_support import ros_domain, write_tone
 
 
@@ -56,6 +58,29 @@ def test_pcm_formats():
         pcm_to_float(b"\x00\x00", "MP3", 1)
     with pytest.raises(ValueError, match="do not split"):
         pcm_to_float(b"\x00\x00" * 3, "S16LE", 2)
+
+
+# Samples written out by hand, as each layout stores them: -1, -0.5, 0 and +1 (whose integer is one step short).
+PCM_BYTES = {"S16LE": b"\x00\x80\x00\xc0\x00\x00\xff\x7f", "S16BE": b"\x80\x00\xc0\x00\x00\x00\x7f\xff",
+             "S32LE": b"\x00\x00\x00\x80\x00\x00\x00\xc0\x00\x00\x00\x00\xff\xff\xff\x7f",
+             "S32BE": b"\x80\x00\x00\x00\xc0\x00\x00\x00\x00\x00\x00\x00\x7f\xff\xff\xff",
+             "U8": b"\x00\x40\x80\xff", "F32LE": b"\x00\x00\x80\xbf\x00\x00\x00\xbf\x00\x00\x00\x00\x00\x00\x80\x3f",
+             "F32BE": b"\xbf\x80\x00\x00\xbf\x00\x00\x00\x00\x00\x00\x00\x3f\x80\x00\x00"}
+
+
+@pytest.mark.parametrize("sample_format", sorted(PCM_FORMATS))
+def test_pcm_both_ways_in_every_format_the_node_decodes(sample_format):
+    """The sample player encodes with the rule the node decodes with: the bytes are each layout's own, and a sound
+    comes back within one step of the format, in every channel."""
+    assert sorted(PCM_BYTES) == sorted(PCM_FORMATS)
+    values = np.array([-1.0, -0.5, 0.0, 1.0])
+    assert float_to_pcm(values, sample_format, 1) == PCM_BYTES[sample_format]
+    step = 1.0 / 128 if sample_format == "U8" else 1.0 / 32768 if "16" in sample_format else 1e-7
+    assert pcm_to_float(PCM_BYTES[sample_format], sample_format, 1) == pytest.approx(values, abs=step)
+    sound = np.sin(np.linspace(0.0, 20.0, 500)) * 0.8
+    stereo = float_to_pcm(sound, sample_format, 2)
+    assert len(stereo) == 2 * len(float_to_pcm(sound, sample_format, 1))
+    assert pcm_to_float(stereo, sample_format, 2) == pytest.approx(sound, abs=step)
 
 
 def test_file_source_plays_in_real_time_and_loops(tmp_path):

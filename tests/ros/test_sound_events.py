@@ -14,9 +14,9 @@ import torch
 
 from avag_core.audio import load_audio, waveform_to_examples
 from avag_core.data.synthetic import CATEGORIES, SAMPLE_RATE, synthesize_sound
+from avag_ros.audio.ring_buffer import RingBuffer
 from avag_ros.audio.sound_events import (PRE_ROLL_S, SoundEvents, change_point, change_score, clip_span,
                                          loudest_level_db)
-from avag_ros.audio.sources import RingBuffer
 from avag_ros.parameters import spec
 from conftest import sample_dir
 
