@@ -6,10 +6,8 @@
 A lifecycle node: configure loads the model and the audio source and creates the publishers and subscriptions,
 activate starts the audio and the inference loop, deactivate stops them, cleanup destroys the entities and frees
 the model. With `autostart` (default) it configures and activates itself. Inference runs on the newest image
-only, in its own thread, and only while a sound event is active; image callbacks never wait for the model.
-Its jobs live beside it: inference_loop (slot and per-frame pipeline), outputs (publishers and messages),
-model_loading, audio_setup, diagnostics, statistics, qos, fastdds, executors and node_process (main's signals
-and bounded stop).
+only, in its own thread (avag_ros.inference_loop), and only while a sound event is active; image callbacks never
+wait for the model.
 """
 from __future__ import annotations
 
@@ -36,12 +34,13 @@ from .diagnostics import grounding_status, grounding_values
 from .runtime.fastdds import LargeImageWarning
 from .ground_service import GroundService
 from .inference_loop import InferenceLoop
-from .runtime.memory import ReusedThread, model_blocks_mapped, return_freed_memory
+from .runtime.memory import model_blocks_mapped, return_freed_memory
 from .model_loading import free_dropped_model, load_predictor
 from .runtime.node_process import run_node_process
 from .outputs import Outputs
 from .runtime.qos import camera_qos
 from .runtime.ros_logging import forward_library_logs, stop_forwarding
+from .runtime.threads import ReusedThread
 from .audio.sound_events import SoundEvents
 from .node_statistics import Statistics
 
