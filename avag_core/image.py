@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -56,8 +57,26 @@ DEPENDENCY_TINT = (32, 160, 255)
 
 def overlay(image: np.ndarray, function_mask: np.ndarray, dependency_mask: np.ndarray,
             alpha: float = 0.55) -> np.ndarray:
-    """Tint the function region red-orange and the dependency region blue on an RGB image."""
-    out = image.astype(np.float32)
-    for mask, tint in ((dependency_mask, DEPENDENCY_TINT), (function_mask, FUNCTION_TINT)):
-        out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(tint, dtype=np.float32)
-    return out.round().astype(np.uint8)
+    """Tint the function region red-orange and the dependency region blue on an HxWx3 uint8 RGB image, the function
+    tint over the dependency's where both are. Per channel a lookup of the pixel's value (_tinted_levels): a node
+    tints every 640x480 frame it publishes an overlay of, and blending the masked pixels took 20-50 ms there."""
+    out = image.copy()
+    cases = ((dependency_mask & ~function_mask), (function_mask & ~dependency_mask), (function_mask & dependency_mask))
+    for where, table in zip(cases, _tinted_levels(alpha)):
+        mask = where.astype(np.uint8)
+        left, top, width, height = cv2.boundingRect(mask)
+        if width:  # only the region's box is looked up
+            box = np.s_[top:top + height, left:left + width]
+            cv2.copyTo(cv2.LUT(image[box], table), mask[box], out[box])
+    return out
+
+
+@lru_cache(maxsize=4)
+def _tinted_levels(alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each channel's 256 levels: the value tinted by the dependency, by the function, and by the function over
+    the dependency's unrounded result, in float32 and rounded at the end, as blending each pixel computes them."""
+    levels = np.arange(256, dtype=np.float32)[:, None]
+    dependency = (1 - alpha) * levels + alpha * np.asarray(DEPENDENCY_TINT, dtype=np.float32)
+    function = (1 - alpha) * levels + alpha * np.asarray(FUNCTION_TINT, dtype=np.float32)
+    both = (1 - alpha) * dependency + alpha * np.asarray(FUNCTION_TINT, dtype=np.float32)
+    return tuple(table.round().astype(np.uint8).reshape(1, 256, 3) for table in (dependency, function, both))
