@@ -1,1 +1,2 @@
-"""ROS 2 side of avag_ros: nodes and message conversions around the avag_core predictor."""
+"""The ROS 2 node around the avag_core predictor: the node and its per-frame pipeline here, and beside them audio/,
+depth/, messages/, runtime/ and tools/, each holding what it names."""

@@ -14,11 +14,12 @@ masks it publishes per second, and where the inference thread's time goes.
   Fast DDS's LARGE_DATA transport on both sides (a 640x480 bgr8 image is 900 KiB).
 - A run waits for the first mask (model load, export), then 15 s more (the first keyframe, warm caches), then counts
   the masks received over --seconds; runs go in --rounds turns, each version and setting once per turn.
-- CPU: each of the node's threads' user + system seconds over the window, from /proc (so the keyframe renewal's
-  share shows apart from the inference thread's, and OpenVINO's and DDS's own threads apart from both).
-- --profile adds a run per version (reuse on) under py-spy (bench/node_stream.py finds it on PATH or beside this
-  Python), sampling the node at 200 Hz over the window with idle samples, and prints the inference thread's time
-  per step of the frame path, in ms per frame and as a share of its wall time.
+- CPU: each of the node's threads' user + system seconds over the window, from /proc, named by py-spy's dump (Python
+  3.11 gives its threads no OS names): the inference thread, the keyframe renewal's, and the others together
+  (OpenVINO's workers, which compute for both, DDS's, the executor's, the file audio's).
+- --profile adds a run per checkout (reuse on) under py-spy (`pip install py-spy`; on PATH or beside this Python),
+  sampling the node at 200 Hz over the window, idle samples included, and prints the inference thread's time per
+  step of the frame path, in ms per mask and as a share of its wall time.
 Load and the machine are printed first: on a shared machine compare only the rows of one run.
 """
 from __future__ import annotations
@@ -261,12 +262,14 @@ def main() -> None:
     for (repo, reuse, rate), runs in results.items():
         def share(select) -> float:
             return float(np.mean([sum(v for k, v in r["cpu"].items() if select(k)) / r["window_s"] for r in runs]))
+        rates = ", ".join(f"{r['masks_per_s']:.2f}" for r in runs)
+        if not all("affordance_inference" in r["cpu"] for r in runs):  # no py-spy: no thread names
+            print(f"| {repo} | {reuse} | {rate:g} | {rates} | n/a | n/a | {share(lambda name: True):.2f} (all) |")
+            continue
         inference = share(lambda name: name == "affordance_inference")
         renewal = share(lambda name: name.startswith("keyframe-renewal"))
         others = share(lambda name: name != "affordance_inference" and not name.startswith("keyframe-renewal"))
-        rates = ", ".join(f"{r['masks_per_s']:.2f}" for r in runs)
-        print(f"| {repo} | {reuse} | {rate:g} | {rates} | "
-              f"{inference:.2f} | {renewal:.2f} | {others:.2f} |")
+        print(f"| {repo} | {reuse} | {rate:g} | {rates} | {inference:.2f} | {renewal:.2f} | {others:.2f} |")
     if args.profile:
         for repo in args.repo:
             raw = work / f"profile_{repo.name or 'repo'}.txt"
