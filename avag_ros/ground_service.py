@@ -181,17 +181,17 @@ class GroundService:
         self._clock = node.get_clock()  # the node's, sim time included: the helper's own follows no use_sim_time
         self.name = node.resolve_service_name("~/ground")
         # No global arguments: a `__node:=` remapping meant for the grounding node must not rename this one too.
-        self._helper = Node(f"{node.get_name()}_ground", namespace=node.get_namespace(), context=node.context,
-                            use_global_arguments=False, start_parameter_services=False)
-        self._helper.create_service(GroundAffordance, self.name, self._serve)
+        self.helper = Node(f"{node.get_name()}_ground", namespace=node.get_namespace(), context=node.context,
+                           use_global_arguments=False, start_parameter_services=False)
+        self.helper.create_service(GroundAffordance, self.name, self._serve)
         self._executor = SingleThreadedExecutor(context=node.context)
-        self._executor.add_node(self._helper)
+        self._executor.add_node(self.helper)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, name="ground_service", daemon=True)
         self._thread.start()
 
     def _spin(self) -> None:
-        while not self._stop.is_set() and self._helper.context.ok():
+        while not self._stop.is_set() and self.helper.context.ok():
             self._executor.spin_once(timeout_sec=SPIN_PERIOD_S)
 
     def _serve(self, request, response):
@@ -214,4 +214,4 @@ class GroundService:
         self._stop.set()
         self._thread.join()
         self._executor.shutdown(timeout_sec=1.0)
-        self._helper.destroy_node()
+        self.helper.destroy_node()

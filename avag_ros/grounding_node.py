@@ -33,6 +33,7 @@ from .audio_setup import AudioRunner, make_audio_source
 from .audio_sources import AudioSource
 from .diagnostics import grounding_status, grounding_values
 from .fastdds import LargeImageWarning
+from .ground_next_sound import NextSoundServer
 from .ground_service import GroundService
 from .inference_loop import InferenceLoop
 from .memory import ReusedThread, model_blocks_mapped, return_freed_memory
@@ -63,6 +64,7 @@ class GroundingNode(LifecycleNode):
         self._image_subscription = None
         self._loop: InferenceLoop | None = None  # from configure to cleanup
         self._ground_service: GroundService | None = None  # ~/ground, from configure to cleanup
+        self._next_sound: NextSoundServer | None = None  # ~/ground_next_sound, on ~/ground's helper node
         self._inference_thread = ReusedThread("affordance_inference")
         self._worker: Future | None = None  # the running inference loop, while active
         self._audio = AudioRunner(self)
@@ -128,6 +130,10 @@ class GroundingNode(LifecycleNode):
         self._loop = InferenceLoop(self, lambda: self.settings, self.predictor, self.sound_events, self._outputs,
                                    self.stats)
         self._ground_service = GroundService(self, self._loop.requests)
+        self._next_sound = NextSoundServer(self._ground_service.helper,
+                                           self.resolve_service_name("~/ground_next_sound"), self.sound_events,
+                                           lambda: self.settings, self._loop.requests,
+                                           lambda: self.get_clock().now().nanoseconds)
         return_freed_memory()  # what loading the checkpoint allocated on the way
         log.info(f"configured: model {self._model_description} on {self.predictor.backend.description} "
                  f"({settings.precision}), audio from {settings.audio_source}")
@@ -148,12 +154,14 @@ class GroundingNode(LifecycleNode):
         self._loop.prepare()
         self._worker = self._inference_thread.submit(self._loop.run)
         self._loop.requests.open()
+        self._next_sound.goals.open()
         self.get_logger().info(f"active: listening on {self._image_subscription.topic_name}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         if self._loop is not None:
             self._loop.requests.close("the node is not active")
+            self._next_sound.goals.close("the node was deactivated")
         self._stop_inference()
         self._audio.stop()
         if self._loop is not None:
@@ -195,6 +203,10 @@ class GroundingNode(LifecycleNode):
             self._worker = None
 
     def _destroy_ground_service(self) -> None:
+        """~/ground_next_sound, then ~/ground and the helper node both live on."""
+        if self._next_sound is not None:
+            self._next_sound.destroy()
+            self._next_sound = None
         if self._ground_service is not None:
             self._ground_service.destroy()
             self._ground_service = None

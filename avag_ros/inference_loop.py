@@ -1,8 +1,8 @@
 """The newest-frame slot and the loop that takes each frame through the sound event, conversion, the predictor and
 the outputs. Image callbacks only ever replace the frame in the slot, so they never wait for the model; the loop
 runs in the node's inference thread, one frame at a time, at most `max_rate_hz`. Between two frames it answers
-the `~/ground` requests waiting in `requests` (avag_ros.ground_service), before the next frame and whatever the
-rate limit.
+what waits in `requests`: `~/ground` requests (avag_ros.ground_service) and `~/ground_next_sound` events
+(avag_ros.ground_next_sound), before the next frame and whatever the rate limit.
 """
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ from avag_core import AffordancePredictor
 
 from .conversions import check_compressed, check_image, compressed_to_rgb, image_to_rgb
 from .depth_targets import DepthPin
+from .ground_next_sound import EventGrounding
 from .ground_service import GroundQueue, ground
-from .grounding_message import Heard
+from .grounding_message import Heard, grounding_message
 from .outputs import FrameResult, Outputs
 from .parameters import GroundingSettings
-from .sound_events import SoundEvents
+from .sound_events import SoundEvents, loudest_level_db
 from .statistics import Statistics
 
 
@@ -93,10 +94,36 @@ class InferenceLoop:
     def _serve_requests(self) -> None:
         while (pending := self.requests.take()) is not None:
             try:
-                ground(pending, self._newest, self._predictor, self._settings().audio_min_level_db)
+                if isinstance(pending, EventGrounding):
+                    self._ground_event(pending)
+                else:
+                    ground(pending, self._newest, self._predictor, self._settings().audio_min_level_db)
             except Exception as error:  # the thread must survive anything one request can do
-                self._node.get_logger().error(f"~/ground failed: {error!r}", throttle_duration_sec=5.0)
+                self._node.get_logger().error(f"grounding a request failed: {error!r}", throttle_duration_sec=5.0)
                 pending.answer(False, f"inference failed: {error!r}")
+
+    def _ground_event(self, job: EventGrounding) -> None:
+        """A ~/ground_next_sound event: its clip on the newest camera frame, with the 3D of that frame's depth."""
+        newest = self._newest
+        if newest is None:
+            job.answer(False, "no camera frame received yet")
+            return
+        try:
+            rgb = compressed_to_rgb(newest) if isinstance(newest, CompressedImage) else image_to_rgb(newest)
+            prediction = self._predictor.predict(rgb, job.clip.samples, job.clip.sample_rate)
+        except ValueError as error:
+            job.answer(False, str(error))
+            return
+        depth_header, regions = self._outputs.locate(newest.header, prediction.function_mask,
+                                                     prediction.dependency_mask)
+        clip, event = job.clip, job.event
+        grounding = grounding_message(
+            newest.header, prediction.function_mask, prediction.dependency_mask, prediction.function_prob,
+            prediction.dependency_prob, True, loudest_level_db(clip.samples, clip.sample_rate),
+            Heard(event.id, event.onset_ns, clip.start_ns, clip.end_ns), regions,
+            depth_header.frame_id if depth_header is not None else "")
+        job.answer(True, f"sound event {event.id}: {clip.samples.size / clip.sample_rate:.2f} s of its audio grounded "
+                         f"in the newest camera frame ({rgb.shape[1]}x{rgb.shape[0]})", grounding)
 
     def run(self) -> None:
         next_allowed = 0.0
@@ -143,7 +170,7 @@ class InferenceLoop:
             self._outputs.publish(FrameResult(msg.header, rgb, empty, empty, None, event is not None,
                                               state.level_db, heard), depth_pin)
             return
-        clip = self._events.clip(state, settings.audio_window_s)
+        clip = self._events.clip(event, state.analysed, settings.audio_window_s)
         started = time.perf_counter()
         try:
             prediction = predictor.predict(rgb, clip.samples, clip.sample_rate)

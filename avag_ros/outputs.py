@@ -23,7 +23,7 @@ from avag_core.image import overlay
 
 from .audio_sources import SILENCE_DB
 from .conversions import largest_region_polygon, mask_to_image, probability_to_image, rgb_to_bgr8
-from .depth_targets import DepthPin, DepthSettings, DepthTargets
+from .depth_targets import DepthPin, DepthSettings, DepthTargets, DepthUnavailable
 from .grounding_message import Heard, grounding_message, transforms
 from .parameters import GroundingSettings
 from .qos import output_qos, tf_qos
@@ -107,6 +107,20 @@ class Outputs:
         if self.depth is None:
             return None
         return self.depth.buffer.pin(Time.from_msg(header.stamp).nanoseconds)
+
+    def locate(self, header: Header, function_mask: np.ndarray,
+               dependency_mask: np.ndarray) -> tuple[Header | None, dict | None]:
+        """The 3D of a frame outside the stream (an action's result), paired with the depth images held now and
+        published nowhere: the depth frame's header and the regions, or (None, None) without 3D."""
+        if self.depth is None:
+            return None, None
+        pin = self.depth.buffer.pin(Time.from_msg(header.stamp).nanoseconds)
+        try:
+            return self.depth.locate(header, {"function": function_mask, "dependency": dependency_mask}, pin)
+        except DepthUnavailable:
+            return None, None
+        finally:
+            self.depth.buffer.release(pin)
 
     def release_depth(self, pin: DepthPin | None) -> None:
         if pin is not None and self.depth is not None:

@@ -64,6 +64,8 @@ class EventState:
     analysed: int  # the stream's samples analysed so far
     sample_rate: int
     audio_error: str | None = None  # why the audio is refused: a non-finite sample within hold_s
+    ended: SoundEvent | None = None  # the last event that ended
+    ended_at: int = 0  # where its audio ends: after its last sounding hop, at the change, or where it broke off
 
     @property
     def heard_s(self) -> float:
@@ -182,7 +184,7 @@ class SoundEvents:
             analysis = self._analysis
             oldest = buffer.written - buffer.capacity + analysis.lookback
             if oldest > self._position:  # the ring moved past audio never analysed: the gap ends any event
-                self._event = None
+                self._end(self._position)
                 self._energies.clear()
                 self._position = self._since = oldest + -(oldest - self._position) % analysis.hop  # on the grid
             hops = (buffer.written - self._position) // analysis.hop
@@ -194,16 +196,17 @@ class SoundEvents:
             hold_hops = max(1, int(round(hold_s / HOP_S)))
             recent_levels = list(self._levels)[-hold_hops:]
             return EventState(max(recent_levels, default=SILENCE_DB), self._event, self._position, buffer.sample_rate,
-                              AUDIO_ERROR if self._hop - self._nonfinite_hop < hold_hops else None)
+                              AUDIO_ERROR if self._hop - self._nonfinite_hop < hold_hops else None, *self._ended)
 
-    def clip(self, state: EventState, window_s: float) -> EventClip | None:
-        """The clip of `state`'s event up to what `state` analysed (clip_span); None without an event."""
-        if state.event is None:
-            return None
+    def clip(self, event: SoundEvent, end: int, window_s: float) -> EventClip:
+        """`event`'s clip once the stream reached `end` (clip_span): the current event's up to what a state
+        analysed, an ended one's up to where it ended. Raises ValueError when the ring no longer holds it."""
         with self._lock:
             buffer = self._buffer
-        start, end = clip_span(state.event.clip_start, state.analysed, window_s, state.sample_rate)
-        return EventClip(buffer.read(start, end), state.sample_rate, start, end, buffer.stamp_of(start),
+            if event.id < self._first_id:
+                raise ValueError("the sound event's audio is gone: the audio source restarted since")
+        start, end = clip_span(event.clip_start, end, window_s, buffer.sample_rate)
+        return EventClip(buffer.read(start, end), buffer.sample_rate, start, end, buffer.stamp_of(start),
                          buffer.stamp_of(end - 1))
 
     # analysis ------------------------------------------------------------------------------------------------
@@ -217,6 +220,8 @@ class SoundEvents:
         self._levels: deque[float] = deque(maxlen=int(round(30.0 / HOP_S)))  # audio.hold_s's largest
         self._nonfinite_hop = -math.inf
         self._event: SoundEvent | None = None
+        self._ended: tuple[SoundEvent | None, int] = (None, 0)
+        self._first_id = math.inf  # the first event of this buffer: earlier ones' audio is not in it
 
     def _analyse(self, samples: np.ndarray, min_level_db: float, hold_s: float, change_threshold: float) -> None:
         analysis = self._analysis
@@ -231,7 +236,7 @@ class SoundEvents:
             span = slice(analysis.lookback + index * analysis.hop, analysis.lookback + (index + 1) * analysis.hop)
             if not finite[span].all():
                 self._nonfinite_hop = self._hop
-                self._event = None
+                self._end(start)
                 self._energies.clear()
                 continue
             self._energies.append(float(energy))
@@ -246,19 +251,25 @@ class SoundEvents:
                 onset = start + analysis.hop - LEVEL_HOPS * analysis.hop
                 self._begin(onset, max(self._since, onset - int(round(PRE_ROLL_S * analysis.sample_rate))), "level")
             if sounding:
-                self._last_sounding = self._hop
+                self._last_sounding, self._last_sounding_end = self._hop, start + analysis.hop
                 # the envelope counts where this hop itself sounds: the 50 ms level lags a sound's end
                 if level_db(energy) >= min_level_db:
                     self._record(self._hop, start, envelope)
                     if change_threshold > 0:
                         self._look_for_change(change_threshold)
             elif self._hop - self._last_sounding >= hold_hops:
-                self._event = None
+                self._end(self._last_sounding_end)
         self._position += energies.size * analysis.hop
 
+    def _end(self, at: int) -> None:
+        if self._event is not None:
+            self._ended = (self._event, at)
+            self._event = None
+
     def _begin(self, onset: int, clip_start: int, cause: str) -> None:
+        self._end(onset)
         self._event = SoundEvent(next(self._ids), onset, clip_start, self._buffer.stamp_of(onset), cause)
-        self._last_sounding = self._hop
+        self._first_id = min(self._first_id, self._event.id)
         # the event's sounding hops: the reference (older than the recent span) as sums, the rest one by one
         self._recent: deque[tuple[int, int, np.ndarray]] = deque()  # (hop, first sample, envelope)
         self._searchable: deque[tuple[int, int, np.ndarray]] = deque()  # referenced, within CHANGE_SEARCH_S

@@ -38,5 +38,5 @@ for package in audio_common_msgs tf2_msgs avag_interfaces; do
     cmake --build "build/interfaces/$package" --parallel "$(nproc)" >/dev/null
     cmake --install "build/interfaces/$package" >/dev/null
 done
-"$python" -c "import audio_common_msgs.msg, tf2_msgs.msg, avag_interfaces.msg, avag_interfaces.srv"
+"$python" -c "import audio_common_msgs.msg, tf2_msgs.msg, avag_interfaces.msg, avag_interfaces.srv, avag_interfaces.action"
 echo "interfaces: ok"

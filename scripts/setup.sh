@@ -18,6 +18,6 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 # A ROS install provides audio_common_msgs and tf2_msgs, a ROS workspace builds the rest with colcon; elsewhere the
 # interface packages are built from interfaces/ into the venv.
-if ! .venv/bin/python -c "import audio_common_msgs.msg, tf2_msgs.msg, avag_interfaces.msg" 2>/dev/null; then
+if ! .venv/bin/python -c "import audio_common_msgs.msg, tf2_msgs.msg, avag_interfaces.action" 2>/dev/null; then
     bash scripts/build_interfaces.sh .venv
 fi
