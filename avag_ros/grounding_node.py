@@ -160,8 +160,8 @@ class GroundingNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         if self._loop is not None:
+            self._next_sound.goals.close("the node was deactivated")  # first: a goal whose grounding waits too
             self._loop.requests.close("the node is not active")
-            self._next_sound.goals.close("the node was deactivated")
         self._stop_inference()
         self._audio.stop()
         if self._loop is not None:

@@ -238,6 +238,7 @@ class SoundEvents:
                 self._nonfinite_hop = self._hop
                 self._end(start)
                 self._energies.clear()
+                self._since = start + analysis.hop  # no clip reaches back to it
                 continue
             self._energies.append(float(energy))
             if len(self._energies) < LEVEL_HOPS:
