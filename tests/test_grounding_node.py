@@ -1,6 +1,8 @@
 """The grounding node over real rclpy and Fast DDS on loopback."""
+import gc
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -224,8 +226,14 @@ def test_lifecycle_transitions(files):
         probe.wait_for("affordance/function_mask", before + 1, timeout=2,
                        publish=lambda: probe.publish_rgb(rgb_image()))
         assert probe.count("affordance/function_mask") == before
+        model = weakref.ref(node.predictor.backend.model)
         node.trigger_cleanup()
         assert node._state_machine.current_state[1] == "unconfigured" and node.predictor is None
+        # Cleanup frees the model before a configure loads the next: nothing live holds it, not the inference
+        # thread either (avag_ros.memory.ReusedThread); collected here too, in case the diagnostics timer's
+        # callback held the predictor for the moment of cleanup's own collection.
+        gc.collect()
+        assert model() is None
         assert node.trigger_configure() == rclpy.lifecycle.TransitionCallbackReturn.SUCCESS
         node.trigger_activate()
         before = probe.count("affordance/function_mask")
