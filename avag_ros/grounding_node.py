@@ -33,7 +33,7 @@ from .audio_sources import AudioSource
 from .diagnostics import grounding_status, grounding_values
 from .fastdds import LargeImageWarning
 from .ground_service import GroundService
-from .inference_loop import InferenceLoop
+from .inference_loop import InferenceLoop, accept_image
 from .memory import ReusedThread, model_blocks_mapped, return_freed_memory
 from .model_loading import free_dropped_model, load_predictor
 from .node_process import run_node_process
@@ -202,8 +202,14 @@ class GroundingNode(LifecycleNode):
         super().destroy_node()
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
-        if self._worker is not None and self._loop.offer(msg) and isinstance(msg, Image):
-            self._large_images.check(msg)
+        """Every image delivered counts once in /diagnostics: rejected if malformed, whatever the state; else taken
+        by the loop while active, or ignored. Ignored not only while inactive: the events executor still delivers
+        what the subscription had received before cleanup destroyed it."""
+        if self._worker is not None:
+            if self._loop.offer(msg) and isinstance(msg, Image):
+                self._large_images.check(msg)
+        elif accept_image(msg, self.stats, self.get_logger()):
+            self.stats.count("ignored_inactive")
 
     # diagnostics --------------------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
