@@ -128,7 +128,9 @@ def test_malformed_images_are_counted_across_a_deactivate_and_activate(tmp_path)
         node = add(grounding_node(context, checkpoint, tone, **{
             "qos_overrides./image.subscription.reliability": "reliable",
             "qos_overrides./image.subscription.depth": 20}))
-        probe = add(Probe(context, {"affordance/function_mask": Image, "/diagnostics": DiagnosticArray}))
+        # The probe's own best-effort camera on another topic: the reliable subscription would refuse it, loudly
+        probe = add(Probe(context, {"affordance/function_mask": Image, "/diagnostics": DiagnosticArray},
+                          image_topic="unused_image"))
         camera = probe.create_publisher(Image, "image", QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE))
         good = rgb_to_image(np.zeros((48, 64, 3), np.uint8), "rgb8", probe.header())
         sent = {"malformed": 0, "good while inactive": 0}
