@@ -60,6 +60,7 @@ class GroundingNode(LifecycleNode):
         self._loop: InferenceLoop | None = None  # from configure to cleanup
         self._ground_service: GroundService | None = None  # ~/ground, from configure to cleanup
         self._inference_thread = ReusedThread("affordance_inference")
+        self._renewal_thread = ReusedThread("keyframe_renewal")  # every configuration's view reuse renews on it
         self._worker: Future | None = None  # the running inference loop, while active
         self._audio = AudioRunner(self)
         self._large_images = LargeImageWarning(self.get_logger())
@@ -107,7 +108,7 @@ class GroundingNode(LifecycleNode):
             log.error(f"cannot configure: {reason}")
             return TransitionCallbackReturn.FAILURE
         try:
-            self.predictor, self._model_description = load_predictor(settings, log)
+            self.predictor, self._model_description = load_predictor(settings, log, self._renewal_thread.submit)
         except ValueError as error:
             log.error(f"cannot configure: {error}")
             return TransitionCallbackReturn.FAILURE
@@ -198,6 +199,7 @@ class GroundingNode(LifecycleNode):
         self._audio.stop()  # nor its file player or microphone stream running
         self._destroy_ground_service()  # its thread spins a helper node on this node's context
         self._inference_thread.close()
+        self._renewal_thread.close()
         stop_forwarding(self._library_logs)
         super().destroy_node()
 
