@@ -35,7 +35,7 @@ from .diagnostics import grounding_status, grounding_values
 from .fastdds import LargeImageWarning
 from .ground_next_sound import NextSoundServer
 from .ground_service import GroundService
-from .inference_loop import InferenceLoop
+from .inference_loop import InferenceLoop, accept_image
 from .memory import ReusedThread, model_blocks_mapped, return_freed_memory
 from .model_loading import free_dropped_model, load_predictor
 from .node_process import run_node_process
@@ -66,6 +66,7 @@ class GroundingNode(LifecycleNode):
         self._ground_service: GroundService | None = None  # ~/ground, from configure to cleanup
         self._next_sound: NextSoundServer | None = None  # ~/ground_next_sound, on ~/ground's helper node
         self._inference_thread = ReusedThread("affordance_inference")
+        self._renewal_thread = ReusedThread("keyframe_renewal")  # every configuration's view reuse renews on it
         self._worker: Future | None = None  # the running inference loop, while active
         self._audio = AudioRunner(self)
         self._large_images = LargeImageWarning(self.get_logger())
@@ -113,7 +114,7 @@ class GroundingNode(LifecycleNode):
             log.error(f"cannot configure: {reason}")
             return TransitionCallbackReturn.FAILURE
         try:
-            self.predictor, self._model_description = load_predictor(settings, log)
+            self.predictor, self._model_description = load_predictor(settings, log, self._renewal_thread.submit)
         except ValueError as error:
             log.error(f"cannot configure: {error}")
             return TransitionCallbackReturn.FAILURE
@@ -216,12 +217,19 @@ class GroundingNode(LifecycleNode):
         self._audio.stop()  # nor its file player or microphone stream running
         self._destroy_ground_service()  # its thread spins a helper node on this node's context
         self._inference_thread.close()
+        self._renewal_thread.close()
         stop_forwarding(self._library_logs)
         super().destroy_node()
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
-        if self._worker is not None and self._loop.offer(msg) and isinstance(msg, Image):
-            self._large_images.check(msg)
+        """Every image delivered counts once in /diagnostics: rejected if malformed, whatever the state; else taken
+        by the loop while active, or ignored. Ignored not only while inactive: the events executor still delivers
+        what the subscription had received before cleanup destroyed it."""
+        if self._worker is not None:
+            if self._loop.offer(msg) and isinstance(msg, Image):
+                self._large_images.check(msg)
+        elif accept_image(msg, self.stats, self.get_logger()):
+            self.stats.count("ignored_inactive")
 
     # diagnostics --------------------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

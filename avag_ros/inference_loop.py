@@ -27,6 +27,17 @@ from .sound_events import SoundEvents, loudest_level_db
 from .statistics import Statistics
 
 
+def accept_image(msg: Image | CompressedImage, stats: Statistics, log) -> bool:
+    """False, counted as rejected and logged, for a message whose fields do not make an image; reads no pixel."""
+    try:
+        check_compressed(msg) if isinstance(msg, CompressedImage) else check_image(msg)
+    except ValueError as error:
+        stats.count("rejected")
+        log.warning(f"dropping image: {error}", throttle_duration_sec=2.0)
+        return False
+    return True
+
+
 class InferenceLoop:
     """One configuration's frames: built at configure, run from activate to deactivate. `settings` gives the
     node's current settings, which parameter changes replace while the loop runs."""
@@ -44,11 +55,7 @@ class InferenceLoop:
 
     def offer(self, msg: Image | CompressedImage) -> bool:
         """Puts a frame in the slot, in place of one still waiting; False if the image is refused."""
-        try:
-            check_compressed(msg) if isinstance(msg, CompressedImage) else check_image(msg)
-        except ValueError as error:
-            self._stats.count("rejected")
-            self._node.get_logger().warning(f"dropping image: {error}", throttle_duration_sec=2.0)
+        if not accept_image(msg, self._stats, self._node.get_logger()):
             return False
         pin = self._outputs.pin_depth(msg.header)
         self._newest = msg

@@ -1,11 +1,19 @@
 """A node that reconfigures for days must come back to the same footprint after every lifecycle cycle.
 
-Three things decide it with glibc's allocator, each measured on the node with the demo model:
+First, nothing may keep a dropped configuration alive. `ReusedThread` used to keep the last job it ran, and with it
+the inference loop, predictor and model, until the next job came: cleanup's collection could not free the model,
+and after the next activate it was a reference cycle (the loop and its `~/ground` queue) that only the next
+cleanup's collection freed. From the first reload on the node held two models, 42 MB of tensors for the demo b0
+(counted with gc.get_objects after each cycle), 39 MB more of its own mappings by mallinfo2 and /proc/PID/smaps.
+
+Then three things decide it with glibc's allocator, each measured on the node with the demo model:
 - the pages a transition freed stay in the process until they are given back (`return_freed_memory`): 20
   deactivate/activate and cleanup/configure cycles grew it by 42 MB without, 13 MB with;
 - each thread allocates from the malloc arena it was given when it started. A new inference thread per activate
   got another arena each time and left pages in the old ones: in bench/endurance.py, 20 cycles took the arenas
-  from 24 MB in 7 to 42 MB in 13. `ReusedThread` runs every activation's inference loop on one thread instead;
+  from 24 MB in 7 to 42 MB in 13. `ReusedThread` runs every activation's inference loop on one thread instead,
+  and every configuration's keyframe renewals on another: with a renewal thread per configure, two arenas grew by
+  6 and 11 MB between the 10th and the 40th reload under a stream; with one, none changed size after the 10th;
 - glibc raises its mmap threshold each time it frees a mapped block, up to 32 MiB, so once frames flow a
   reloaded model's tensors are carved from the heap, and the holes the old model's leave are pinned by smaller
   blocks allocated meanwhile. `model_blocks_mapped` gives every large block its own mapping while a model loads.
@@ -55,10 +63,10 @@ class ReusedThread:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], Future] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], object], Future] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    def submit(self, job: Callable[[], None]) -> Future:
+    def submit(self, job: Callable[[], object]) -> Future:
         if self._thread is None:
             self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
             self._thread.start()
@@ -69,11 +77,22 @@ class ReusedThread:
     def _serve(self) -> None:
         while (item := self._jobs.get()) is not None:
             job, future = item
-            if future.set_running_or_notify_cancel():
+            del item
+            ran, result, error = future.set_running_or_notify_cancel(), None, None
+            if ran:
                 try:
-                    future.set_result(job())
-                except BaseException as error:  # the caller's future carries it; the thread serves the next job
-                    future.set_exception(error)
+                    result = job()
+                except BaseException as caught:  # the caller's future carries it; the thread serves the next job
+                    error = caught
+            # Nothing of the job stays here while the thread waits for the next, and the job goes before its caller
+            # can learn that it is done: the node's cleanup may follow at once and must free the inference loop,
+            # with its predictor and model.
+            del job
+            if ran and error is not None:
+                future.set_exception(error)
+            elif ran:
+                future.set_result(result)
+            del future, result, error
 
     def close(self) -> None:
         """End the thread after the jobs already submitted."""

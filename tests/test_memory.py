@@ -1,9 +1,13 @@
-"""avag_ros.memory's allocator policy, checked by what glibc reports of its own mappings (mallinfo2)."""
+"""avag_ros.memory's allocator policy, checked by what glibc reports of its own mappings (mallinfo2), and its
+reused thread, which must keep nothing of a job it has finished."""
 import ctypes
 import subprocess
 import sys
+import weakref
 
-from avag_ros.memory import model_blocks_mapped
+import pytest
+
+from avag_ros.memory import ReusedThread, model_blocks_mapped
 
 LIBC = ctypes.CDLL(None)
 LIBC.malloc.restype = ctypes.c_void_p
@@ -44,3 +48,30 @@ def test_large_blocks_get_their_own_mapping_only_while_a_model_loads():
                            "test_memory.check_large_blocks_get_their_own_mapping_only_while_a_model_loads()"],
                           cwd=__file__.rsplit("/", 1)[0], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+class Loop:
+    """Stands for the node's inference loop, which holds the predictor and its model."""
+
+    def run(self) -> None:
+        pass
+
+    def fail(self) -> None:
+        raise RuntimeError("a failing job")
+
+
+@pytest.mark.parametrize("outcome", ["returns", "raises"])
+def test_the_reused_thread_keeps_nothing_of_a_finished_job(outcome):
+    """Once the caller learns that a job is done, dropping its own reference frees what the job was bound to: the
+    node's cleanup follows deactivate at once, and the thread used to hold the last loop (and with it the model)
+    until the next activate. A failed job's error stays with its future, which the caller reads and drops."""
+    thread = ReusedThread("test_job")
+    try:
+        loop = Loop()
+        loop_alive = weakref.ref(loop)
+        future = thread.submit(loop.run if outcome == "returns" else loop.fail)
+        assert (future.exception() is None) == (outcome == "returns")
+        del loop, future
+        assert loop_alive() is None
+    finally:
+        thread.close()
