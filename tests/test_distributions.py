@@ -120,8 +120,9 @@ def python_310_violations(paths: list[Path]) -> list[str]:
     members; it misses PEP 646's unpacking in a subscript or a *args annotation (3.11), read here from the AST.
     vermin takes torch's `.long()` and a `file` name for Python 2's builtins, which says nothing of 3.10."""
     found = []
-    result = subprocess.run([sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())", "-t=3.10-", "--violations", "--no-tips",
-                             "--no-parse-comments", "--exclude", "long", "--exclude", "file", *map(str, paths)],
+    vermin = [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())"]  # it has no __main__
+    result = subprocess.run([*vermin, "-t=3.10-", "--violations", "--no-tips", "--no-parse-comments",
+                             "--exclude", "long", "--exclude", "file", *map(str, paths)],
                             capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
         found.append(result.stdout + result.stderr)
