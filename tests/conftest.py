@@ -32,7 +32,7 @@ def pytest_collection_modifyitems(items) -> None:
     """Marks `ros` every test that uses ROS (the rule: tests/ros_imports.py): CI runs those on its second ROS 2
     distribution too, with `-m ros`."""
     for item in items:
-        if isinstance(item, pytest.Function) and item.path.parent == REPO / "tests" and uses_ros(
+        if isinstance(item, pytest.Function) and REPO / "tests" in item.path.parents and uses_ros(
                 item.path.stem, item.originalname, item.fixturenames):
             item.add_marker(pytest.mark.ros)
 

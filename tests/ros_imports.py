@@ -29,7 +29,7 @@ def is_ros(module: str) -> bool:
 @lru_cache(maxsize=None)
 def _files() -> dict[str, Path]:
     """Dotted name -> file of every module a test can import from this repository."""
-    files = {path.stem: path for path in TESTS.glob("*.py")}
+    files = {path.stem: path for path in TESTS.rglob("*.py")}  # tests import each other by bare name
     for package in PACKAGES:
         for path in (REPO / package).rglob("*.py"):
             parts = path.relative_to(REPO).with_suffix("").parts
@@ -102,7 +102,8 @@ def _function_uses_ros(module: str, name: str) -> bool:
 
 
 def uses_ros(module: str, function: str, fixtures: list[str]) -> bool:
-    """Whether the test `function` of test module `module` (a file in tests/), with these fixtures, uses ROS."""
+    """Whether the test `function` of test module `module` (a file under tests/, by its bare name), with these
+    fixtures, uses ROS."""
     if _top_level_uses_ros("conftest") or _top_level_uses_ros(module) or _function_uses_ros(module, function):
         return True
     return any(_function_uses_ros(where, fixture) for fixture in fixtures for where in (module, "conftest"))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from ros_imports import uses_ros
 
 SETUP = REPO / "scripts" / "setup.sh"
 DISTROS = {"jazzy": "7", "kilted": "9"}  # distribution -> rclpy major version of its PyPI wheels
@@ -71,6 +72,17 @@ def test_requirements_txt_is_the_default_distributions_environment():
     for distro in DISTROS:
         pins = (REPO / "requirements" / f"{distro}.txt").read_text()
         assert "rclpy==" in pins and "rosidl-default-generators==" in pins
+
+
+def test_the_ros_marker_follows_imports_through_this_repositorys_modules():
+    """tests/ros_imports.py, on tests of this suite: ROS through ros_support (which imports rclpy), through an
+    avag_ros module (avag_ros.grounding_message imports messages), none through avag_ros.geometry (numpy only), and
+    none where the only ROS name is avag_ros.demo's weights, taken from conftest."""
+    assert uses_ros("test_lifecycle_requests", "test_a_transition_the_state_lacks_is_refused_with_an_answer", [])
+    assert uses_ros("test_grounding_message", "test_masks_confidences_and_sound_fields_without_depth", [])
+    assert not uses_ros("test_geometry", "test_erosion_keeps_the_pixels_whose_whole_disk_is_in_the_mask", [])
+    assert not uses_ros("test_losses", "test_dice_hand_computed", ["tmp_path"])
+    assert not uses_ros("test_export", "test_random_weights_agree_with_eager_pytorch_at_256", ["random_export"])
 
 
 def run_setup(tmp_path: Path, venv: Path, **env) -> subprocess.CompletedProcess:
