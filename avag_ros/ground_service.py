@@ -3,10 +3,11 @@ newest camera frame, by the inference thread between two stream frames.
 
 The service callback decodes and checks the request, hands it to the inference thread through a `GroundQueue` and
 waits for the answer. It waits on a thread of its own: the node spins on rclpy's EventsExecutor, which runs every
-callback on its one thread, so a callback that waited there would hold back every camera image meanwhile; and
-rclpy 9.1's EventsExecutor answers an `async def` service callback at once with an empty response instead of
-awaiting it. So the service lives on a small helper node, `<node>_ground`, spun by a SingleThreadedExecutor in
-its own thread; its name is still the node's `~/ground` (with the node's namespace and remappings).
+callback on its one thread, so a callback that waited there would hold back every camera image meanwhile; and an
+`async def` callback is no way out on every rclpy: 7.1's EventsExecutor (Jazzy) takes the coroutine for the
+response and never answers. So the service lives on a small helper node, `<node>_ground`, spun by a
+SingleThreadedExecutor in its own thread; its name is still the node's `~/ground` (with the node's namespace and
+remappings).
 """
 from __future__ import annotations
 

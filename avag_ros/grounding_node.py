@@ -8,8 +8,8 @@ activate starts the audio and the inference loop, deactivate stops them, cleanup
 the model. With `autostart` (default) it configures and activates itself. Inference runs on the newest image
 only, in its own thread, and only while a sound event is active; image callbacks never wait for the model.
 Its jobs live beside it: inference_loop (slot and per-frame pipeline), outputs (publishers and messages),
-model_loading, audio_setup, diagnostics, statistics, qos, fastdds, executors and node_process (main's signals
-and bounded stop).
+model_loading, audio_setup, diagnostics, statistics, qos, fastdds, executors, lifecycle_requests and node_process
+(main's signals and bounded stop).
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from .fastdds import LargeImageWarning
 from .ground_next_sound import NextSoundServer
 from .ground_service import GroundService
 from .inference_loop import InferenceLoop, accept_image
+from .lifecycle_requests import refuse_unavailable_transitions
 from .memory import ReusedThread, model_blocks_mapped, return_freed_memory
 from .model_loading import free_dropped_model, load_predictor
 from .node_process import run_node_process
@@ -48,6 +49,7 @@ from .statistics import Statistics
 class GroundingNode(LifecycleNode):
     def __init__(self, node_name: str = "affordance_grounding", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
+        refuse_unavailable_transitions(self)  # rclpy 7 (Jazzy) raises where rclpy 9 (Kilted) answers: see there
         self._library_logs = forward_library_logs(self.get_logger())
         self._refused_parameters = parameters.declare(self)
         self.settings = parameters.read(self)

@@ -14,9 +14,8 @@ from avag_core.data.synthetic import CATEGORIES, SAMPLE_RATE, render_scene, synt
 from avag_core.image import save_png
 from avag_core.inference.export import export_onnx
 from avag_core.inference.manifest import MANIFEST_NAME, graph_signatures
-from avag_ros.demo import DEMO_CHECKPOINT
 
-from conftest import LIGHT_AUDIO, REPO, SMALL_IMAGE, small_model
+from conftest import DEMO_CHECKPOINT, LIGHT_AUDIO, REPO, SMALL_IMAGE, small_model
 
 EXPORTED = ("onnxruntime", "openvino")
 # What "the same model" means across backends: probabilities within 1e-4 in fp32, and identical masks wherever

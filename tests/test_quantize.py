@@ -15,8 +15,8 @@ from avag_core.cli.export import main as export_main
 from avag_core.data.synthetic import sample_pairs
 from avag_core.inference.manifest import MANIFEST_NAME
 from avag_core.training.evaluation import score_predictor
-from avag_ros.demo import DEMO_CHECKPOINT
 
+from conftest import DEMO_CHECKPOINT
 from ros_support import Probe, grounding_node, ros_domain, write_tone
 
 VAL_SEED = 2  # the calibration draws with seed 1 (avag_core.inference.quantize.CALIBRATION_SEED)
