@@ -33,7 +33,8 @@ def ros_distro_sh(expression: str) -> str:
 ROSDEP_KEYS = {
     **dict.fromkeys(["rclpy", "sensor_msgs", "std_msgs", "geometry_msgs", "diagnostic_msgs", "lifecycle_msgs",
                      "visualization_msgs", "audio_common_msgs", "tf2_msgs", "launch", "launch_ros",
-                     "ament_index_python", "ament_cmake", "rosidl_default_generators", "rosidl_default_runtime"],
+                     "ament_index_python", "ament_cmake", "rosidl_default_generators", "rosidl_default_runtime",
+                     "action_msgs", "builtin_interfaces"],  # these two, like lifecycle_msgs, from rcl_interfaces
                     "distribution.yaml"),
     **dict.fromkeys(["python3-numpy", "python3-opencv", "python3-soundfile", "python3-yaml", "python3-tqdm",
                      "python3-pytest"], "rosdep/python.yaml"),
