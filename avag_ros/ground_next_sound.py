@@ -204,7 +204,8 @@ class NextSoundGoals:
         current one or the last that ended."""
         if state.event is not None and state.event.id == goal.event.id:
             enough = settings.audio_window_s if goal.wait_for_end else self._min_heard(goal, settings)
-            return state.analysed if state.heard_s >= enough else None
+            ready = state.heard_s >= enough and not state.changing(settings.audio_change_threshold)
+            return state.analysed if ready else None
         return state.ended_at  # over: all of it there is
 
     def _ground(self, goal: WaitingGoal, end: int, settings: GroundingSettings) -> None:

@@ -168,10 +168,11 @@ class InferenceLoop:
             log.warning(f"skipping frame: {state.audio_error}", throttle_duration_sec=2.0)
             return
         event = state.event
-        grounded = event is not None and state.heard_s >= settings.audio_min_event_s
+        grounded = (event is not None and state.heard_s >= settings.audio_min_event_s
+                    and not state.changing(settings.audio_change_threshold))
         if not grounded and not settings.publish_when_silent:
             return
-        if not grounded:  # publish_when_silent: no event yet, or one not yet audio.min_event_s long
+        if not grounded:  # publish_when_silent: no event, one not audio.min_event_s long yet, or one changing
             empty = np.zeros(rgb.shape[:2], bool)
             heard = Heard(event.id, event.onset_ns) if event is not None else Heard()
             self._outputs.publish(FrameResult(msg.header, rgb, empty, empty, None, event is not None,

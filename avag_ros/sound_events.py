@@ -41,6 +41,7 @@ PRE_ROLL_S = 0.05
 CHANGE_RECENT_S = 0.3  # the span of sound judged new or not against the event before it
 MIN_RECENT_HOPS = 10  # sounding hops in that span: fewer is too little sound to judge
 MIN_REFERENCE_HOPS = 50  # sounding hops of the event before them: a sound is judged against at least 0.5 s of it
+CHANGE_SUSPECT = 0.7  # of audio.change_threshold: above the demo's steady sounds (mug 0.62, hammer 0.38)
 SPREAD_FLOOR = 0.5  # cepstral units: a coefficient that barely varies within a sound must not make any change vast
 CHANGE_SEARCH_S = 1.0  # how far back the change point is looked for
 AUDIO_ERROR = "the audio contains NaN or infinite samples"
@@ -66,6 +67,13 @@ class EventState:
     audio_error: str | None = None  # why the audio is refused: a non-finite sample within hold_s
     ended: SoundEvent | None = None  # the last event that ended
     ended_at: int = 0  # where its audio ends: after its last sounding hop, at the change, or where it broke off
+    change_score: float = 0.0  # the current event's latest change_score (0 until it can be judged)
+
+    def changing(self, threshold: float) -> bool:
+        """Whether the current event's sound may be turning into another: its change score is past CHANGE_SUSPECT
+        of the threshold. Its masks are held back meanwhile: a change is found some 0.1-0.2 s after it, and a
+        mask grounded on the old sound then would show the old object after the new sound began."""
+        return threshold > 0 and self.change_score >= CHANGE_SUSPECT * threshold
 
     @property
     def heard_s(self) -> float:
@@ -196,7 +204,8 @@ class SoundEvents:
             hold_hops = max(1, int(round(hold_s / HOP_S)))
             recent_levels = list(self._levels)[-hold_hops:]
             return EventState(max(recent_levels, default=SILENCE_DB), self._event, self._position, buffer.sample_rate,
-                              AUDIO_ERROR if self._hop - self._nonfinite_hop < hold_hops else None, *self._ended)
+                              AUDIO_ERROR if self._hop - self._nonfinite_hop < hold_hops else None, *self._ended,
+                              self._score if self._event is not None else 0.0)
 
     def clip(self, event: SoundEvent, end: int, window_s: float) -> EventClip:
         """`event`'s clip once the stream reached `end` (clip_span): the current event's up to what a state
@@ -277,6 +286,7 @@ class SoundEvents:
         self._reference_sum = np.zeros(CEPSTRA)
         self._reference_sum_sq = np.zeros(CEPSTRA)
         self._reference_count = 0
+        self._score = 0.0
 
     def _record(self, hop: int, start: int, envelope: np.ndarray) -> None:
         """Adds a sounding hop of the event; the hops older than the recent span move into the reference."""
@@ -297,7 +307,8 @@ class SoundEvents:
             return
         mean = self._reference_sum / self._reference_count
         spread = np.sqrt(np.maximum(self._reference_sum_sq / self._reference_count - mean ** 2, 0.0))
-        if change_score(mean, spread, np.stack([envelope for _, _, envelope in self._recent])) < threshold:
+        self._score = change_score(mean, spread, np.stack([envelope for _, _, envelope in self._recent]))
+        if self._score < threshold:
             return
         hops = list(self._searchable) + list(self._recent)
         new_sound = hops[change_point(mean, spread, np.stack([envelope for _, _, envelope in hops])):]

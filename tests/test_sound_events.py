@@ -190,6 +190,11 @@ def test_a_change_of_sound_without_quiet_begins_a_new_event_where_it_changed():
     assert abs(second.onset - change) <= 0.03 * SAMPLE_RATE and second.clip_start == second.onset
     ended = next(s for s in stream.states if s.ended is not None)
     assert (ended.ended, ended.ended_at) == (first, second.onset)  # the old sound ends where the new one begins
+    # before the change is found, the old event is seen to be changing: its masks are held back from then on
+    old = [s for s in stream.states if s.event is not None and s.event.id == first.id]
+    suspected = [s.analysed for s in old if s.changing(THRESHOLD)]
+    assert suspected and change <= suspected[0] and not any(s.changing(THRESHOLD) for s in old
+                                                            if s.analysed < change)
     # once the change is found, the new event's clip holds none of the hammer
     after = [s for s in stream.states if s.event is not None and s.event.id == second.id]
     assert all(stream.events.clip(s.event, s.analysed, 2.0).start >= second.clip_start for s in after[:1])
@@ -200,6 +205,7 @@ def test_one_synthetic_sound_is_one_event(name):
     stream = Stream()
     stream.play(np.concatenate([quiet(0.5), sound(name, 8.0, seed=3), quiet(1.5)]), block_s=0.02)
     assert [event.cause for event in stream.events_seen()] == ["level"]
+    assert not any(state.changing(THRESHOLD) for state in stream.states)  # its masks are never held back
 
 
 def test_change_detection_off_at_zero():
