@@ -127,7 +127,7 @@ class InferenceLoop:
         grounding = grounding_message(
             newest.header, prediction.function_mask, prediction.dependency_mask, prediction.function_prob,
             prediction.dependency_prob, True, loudest_level_db(clip.samples, clip.sample_rate),
-            Heard(event.id, event.onset_ns, clip.start_ns, clip.end_ns), regions,
+            Heard(event.id, clip.onset_ns, clip.start_ns, clip.end_ns), regions,
             depth_header.frame_id if depth_header is not None else "")
         job.answer(True, f"sound event {event.id}: {clip.samples.size / clip.sample_rate:.2f} s of its audio grounded "
                          f"in the newest camera frame ({rgb.shape[1]}x{rgb.shape[0]})", grounding)
@@ -189,7 +189,7 @@ class InferenceLoop:
         model_s = time.perf_counter() - started
         self._outputs.publish(FrameResult(msg.header, rgb, prediction.function_mask, prediction.dependency_mask,
                                           prediction, True, state.level_db,
-                                          Heard(event.id, event.onset_ns, clip.start_ns, clip.end_ns)),
+                                          Heard(event.id, clip.onset_ns, clip.start_ns, clip.end_ns)),
                               depth_pin)
         latency = (self._node.get_clock().now() - Time.from_msg(msg.header.stamp)).nanoseconds / 1e9
         self._stats.inference_done(latency, model_s)

@@ -83,13 +83,15 @@ class EventState:
 
 @dataclass(frozen=True)
 class EventClip:
-    """What a grounding is made from: samples [start, end) of the stream, with the times of the first and last."""
+    """What a grounding is made from: samples [start, end) of the stream, with the times of the first and last and
+    of the event's onset, all three from one block's stamp so that they keep their samples' distances."""
     samples: np.ndarray
     sample_rate: int
     start: int
     end: int
     start_ns: int
     end_ns: int
+    onset_ns: int
 
 
 def clip_span(clip_start: int, end: int, window_s: float, sample_rate: int) -> tuple[int, int]:
@@ -215,8 +217,8 @@ class SoundEvents:
             if event.id < self._first_id:
                 raise ValueError("the sound event's audio is gone: the audio source restarted since")
         start, end = clip_span(event.clip_start, end, window_s, buffer.sample_rate)
-        return EventClip(buffer.read(start, end), buffer.sample_rate, start, end, buffer.stamp_of(start),
-                         buffer.stamp_of(end - 1))
+        return EventClip(buffer.read(start, end), buffer.sample_rate, start, end,
+                         *buffer.stamps_of(start, end - 1, event.onset))
 
     # analysis ------------------------------------------------------------------------------------------------
     def _restart(self, buffer: RingBuffer) -> None:

@@ -112,6 +112,26 @@ def test_an_event_begins_at_the_first_50_ms_at_the_level_and_ends_hold_s_after_t
     assert (whole.start, whole.end) == (event.clip_start, last_loud_end)  # under one window: all of it
 
 
+def test_a_clip_keeps_its_samples_distances_when_the_blocks_stamps_jitter():
+    """A microphone's blocks are stamped by a clock read when each arrives, a little early or late. The onset is
+    dated when the event begins and the clip later: both must be dated from one block, or a clip that begins
+    at its pre-roll seems to begin more than the pre-roll before its onset."""
+    rate = 16000
+    stream = Stream(rate)
+    jitter = np.random.default_rng(0).uniform(-2e6, 2e6, 400).astype(int)  # +-2 ms per block
+    audio = np.concatenate([quiet(1.0, rate), noise(1.5, rate, rms=0.05), quiet(1.5, rate)])
+    block = rate // 100
+    for index, start in enumerate(range(0, audio.size - block + 1, block)):
+        written = stream.buffer.written + block
+        stream.buffer.write(audio[start:start + block], round((written - 1) * 1e9 / rate) + int(jitter[index]))
+        state = stream.events.update(MIN_LEVEL_DB, HOLD_S, THRESHOLD)
+        if state.event is not None:
+            clip = stream.events.clip(state.event, state.analysed, 2.0)
+            onset = state.event.onset
+            assert abs((clip.onset_ns - clip.start_ns) - (onset - clip.start) * 1e9 / rate) <= 1
+            assert abs((clip.end_ns - clip.onset_ns) - (clip.end - 1 - onset) * 1e9 / rate) <= 1
+
+
 def test_quiet_and_a_sound_below_the_level_make_no_event():
     stream = Stream()
     stream.play(np.concatenate([quiet(2.0), noise(1.0, rms=0.002), quiet(1.0)]))  # -54 dBFS
