@@ -3,10 +3,11 @@ newest camera frame, by the inference thread between two stream frames.
 
 The service callback decodes and checks the request, hands it to the inference thread through a `GroundQueue` and
 waits for the answer. It waits on a thread of its own: the node spins on rclpy's EventsExecutor, which runs every
-callback on its one thread, so a callback that waited there would hold back every camera image meanwhile; and
-rclpy 9.1's EventsExecutor answers an `async def` service callback at once with an empty response instead of
-awaiting it. So the service lives on a small helper node, `<node>_ground`, spun by a SingleThreadedExecutor in
-its own thread; its name is still the node's `~/ground` (with the node's namespace and remappings).
+callback on its one thread, so a callback that waited there would hold back every camera image meanwhile; and an
+`async def` callback is no way out on every rclpy: 7.1's EventsExecutor (Jazzy) takes the coroutine for the
+response and never answers. So the service lives on a small helper node, `<node>_ground`, spun by a
+SingleThreadedExecutor in its own thread; its name is still the node's `~/ground` (with the node's namespace and
+remappings).
 """
 from __future__ import annotations
 
@@ -181,17 +182,17 @@ class GroundService:
         self._clock = node.get_clock()  # the node's, sim time included: the helper's own follows no use_sim_time
         self.name = node.resolve_service_name("~/ground")
         # No global arguments: a `__node:=` remapping meant for the grounding node must not rename this one too.
-        self._helper = Node(f"{node.get_name()}_ground", namespace=node.get_namespace(), context=node.context,
-                            use_global_arguments=False, start_parameter_services=False)
-        self._helper.create_service(GroundAffordance, self.name, self._serve)
+        self.helper = Node(f"{node.get_name()}_ground", namespace=node.get_namespace(), context=node.context,
+                           use_global_arguments=False, start_parameter_services=False)
+        self.helper.create_service(GroundAffordance, self.name, self._serve)
         self._executor = SingleThreadedExecutor(context=node.context)
-        self._executor.add_node(self._helper)
+        self._executor.add_node(self.helper)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, name="ground_service", daemon=True)
         self._thread.start()
 
     def _spin(self) -> None:
-        while not self._stop.is_set() and self._helper.context.ok():
+        while not self._stop.is_set() and self.helper.context.ok():
             self._executor.spin_once(timeout_sec=SPIN_PERIOD_S)
 
     def _serve(self, request, response):
@@ -214,4 +215,4 @@ class GroundService:
         self._stop.set()
         self._thread.join()
         self._executor.shutdown(timeout_sec=1.0)
-        self._helper.destroy_node()
+        self.helper.destroy_node()

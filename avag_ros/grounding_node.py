@@ -32,8 +32,10 @@ from .audio.sources import AudioSource
 from .depth.pairing import DepthInput
 from .diagnostics import grounding_status, grounding_values
 from .runtime.fastdds import LargeImageWarning
+from .ground_next_sound import NextSoundServer
 from .ground_service import GroundService
-from .inference_loop import InferenceLoop
+from .inference_loop import InferenceLoop, accept_frame
+from .runtime.lifecycle_requests import refuse_unavailable_transitions
 from .runtime.memory import model_blocks_mapped, return_freed_memory
 from .model_loading import free_dropped_model, load_predictor
 from .runtime.node_process import run_node_process
@@ -47,6 +49,7 @@ from .node_statistics import Statistics
 class GroundingNode(LifecycleNode):
     def __init__(self, node_name: str = "affordance_grounding", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
+        refuse_unavailable_transitions(self)  # rclpy 7 (Jazzy) raises where rclpy 9 (Kilted) answers: see there
         self._library_logs = forward_library_logs(self.get_logger())
         self._refused_parameters = parameters.declare(self)
         self.settings = parameters.read(self)
@@ -64,7 +67,9 @@ class GroundingNode(LifecycleNode):
         self._depth: DepthInput | None = None  # with depth.enabled, from configure to cleanup
         self._loop: InferenceLoop | None = None  # from configure to cleanup
         self._ground_service: GroundService | None = None  # ~/ground, from configure to cleanup
+        self._next_sound: NextSoundServer | None = None  # ~/ground_next_sound, on ~/ground's helper node
         self._inference_thread = ReusedThread("affordance_inference")
+        self._renewal_thread = ReusedThread("keyframe_renewal")  # every configuration's view reuse renews on it
         self._worker: Future | None = None  # the running inference loop, while active
         self._audio = AudioRunner(self)
         self._large_images = LargeImageWarning(self.get_logger())
@@ -112,7 +117,7 @@ class GroundingNode(LifecycleNode):
             log.error(f"cannot configure: {reason}")
             return TransitionCallbackReturn.FAILURE
         try:
-            self.predictor, self._model_description = load_predictor(settings, log)
+            self.predictor, self._model_description = load_predictor(settings, log, self._renewal_thread.submit)
         except ValueError as error:
             log.error(f"cannot configure: {error}")
             return TransitionCallbackReturn.FAILURE
@@ -129,6 +134,10 @@ class GroundingNode(LifecycleNode):
         self._loop = InferenceLoop(self, lambda: self.settings, self.predictor, self.sound_events, self._outputs,
                                    self.stats, self._depth)
         self._ground_service = GroundService(self, self._loop.requests)
+        self._next_sound = NextSoundServer(self._ground_service.helper,
+                                           self.resolve_service_name("~/ground_next_sound"), self.sound_events,
+                                           lambda: self.settings, self._loop.requests,
+                                           lambda: self.get_clock().now().nanoseconds)
         return_freed_memory()  # what loading the checkpoint allocated on the way
         log.info(f"configured: model {self._model_description} on {self.predictor.backend.description} "
                  f"({settings.precision}), audio from {settings.audio_source}")
@@ -150,11 +159,13 @@ class GroundingNode(LifecycleNode):
         self._loop.prepare()
         self._worker = self._inference_thread.submit(self._loop.run)
         self._loop.requests.open()
+        self._next_sound.goals.open()
         self.get_logger().info(f"active: listening on {self._image_subscription.topic_name}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         if self._loop is not None:
+            self._next_sound.goals.close("the node was deactivated")  # first: a goal whose grounding waits too
             self._loop.requests.close("the node is not active")
         self._stop_inference()
         self._audio.stop()
@@ -199,6 +210,10 @@ class GroundingNode(LifecycleNode):
             self._worker = None
 
     def _destroy_ground_service(self) -> None:
+        """~/ground_next_sound, then ~/ground and the helper node both live on."""
+        if self._next_sound is not None:
+            self._next_sound.destroy()
+            self._next_sound = None
         if self._ground_service is not None:
             self._ground_service.destroy()
             self._ground_service = None
@@ -208,12 +223,19 @@ class GroundingNode(LifecycleNode):
         self._audio.stop()  # nor its file player or microphone stream running
         self._destroy_ground_service()  # its thread spins a helper node on this node's context
         self._inference_thread.close()
+        self._renewal_thread.close()
         stop_forwarding(self._library_logs)
         super().destroy_node()
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
-        if self._worker is not None and self._loop.offer(msg) and isinstance(msg, Image):
-            self._large_images.check(msg)
+        """Every image delivered counts once in /diagnostics: rejected if malformed, whatever the state; else taken
+        by the loop while active, or ignored. Ignored not only while inactive: the events executor still delivers
+        what the subscription had received before cleanup destroyed it."""
+        if self._worker is not None:
+            if self._loop.offer(msg) and isinstance(msg, Image):
+                self._large_images.check(msg)
+        elif accept_frame(msg, self.stats, self.get_logger()):
+            self.stats.count("ignored_inactive")
 
     # diagnostics --------------------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

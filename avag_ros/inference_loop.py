@@ -2,8 +2,8 @@
 the outputs, one way. Image callbacks only ever replace the frame in the slot, so they never wait for the model;
 a frame is pinned to its depth when it enters the slot (with depth.enabled), and the loop releases the pin when
 the frame is done. The loop runs in the node's inference thread, one frame at a time, at most `max_rate_hz`.
-Between two frames it answers the `~/ground` requests waiting in `requests` (avag_ros.ground_service), before the
-next frame and whatever the rate limit.
+Between two frames it answers what waits in `requests`: `~/ground` requests (avag_ros.ground_service) and
+`~/ground_next_sound` events (avag_ros.ground_next_sound), before the next frame and whatever the rate limit.
 """
 from __future__ import annotations
 
@@ -18,12 +18,24 @@ from avag_core import AffordancePredictor
 
 from .messages.images import Frame, check_frame, frame_to_rgb
 from .depth.pairing import DepthInput, DepthPin
+from .ground_next_sound import EventGrounding
 from .ground_service import GroundQueue, ground
-from .messages.grounding import Heard
+from .messages.grounding import Heard, grounding_message
 from .outputs import FrameResult, Outputs
 from .parameters import GroundingSettings
-from .audio.sound_events import SoundEvents
+from .audio.sound_events import SoundEvents, loudest_level_db
 from .node_statistics import Statistics
+
+
+def accept_frame(msg: Frame, stats: Statistics, log) -> bool:
+    """False, counted as rejected and logged, for a message whose fields do not make an image; reads no pixel."""
+    try:
+        check_frame(msg)
+    except ValueError as error:
+        stats.count("rejected")
+        log.warning(f"dropping image: {error}", throttle_duration_sec=2.0)
+        return False
+    return True
 
 
 class InferenceLoop:
@@ -44,11 +56,7 @@ class InferenceLoop:
 
     def offer(self, msg: Frame) -> bool:
         """Puts a frame in the slot, in place of one still waiting; False if the image is refused."""
-        try:
-            check_frame(msg)
-        except ValueError as error:
-            self._stats.count("rejected")
-            self._node.get_logger().warning(f"dropping image: {error}", throttle_duration_sec=2.0)
+        if not accept_frame(msg, self._stats, self._node.get_logger()):
             return False
         pin = self._depth.pin(msg.header) if self._depth is not None else None
         self._newest = msg
@@ -94,10 +102,40 @@ class InferenceLoop:
     def _serve_requests(self) -> None:
         while (pending := self.requests.take()) is not None:
             try:
-                ground(pending, self._newest, self._predictor, self._settings().audio_min_level_db)
+                if isinstance(pending, EventGrounding):
+                    self._ground_event(pending)
+                else:
+                    ground(pending, self._newest, self._predictor, self._settings().audio_min_level_db)
             except Exception as error:  # the thread must survive anything one request can do
-                self._node.get_logger().error(f"~/ground failed: {error!r}", throttle_duration_sec=5.0)
+                self._node.get_logger().error(f"grounding a request failed: {error!r}", throttle_duration_sec=5.0)
                 pending.answer(False, f"inference failed: {error!r}")
+
+    def _ground_event(self, job: EventGrounding) -> None:
+        """A ~/ground_next_sound event: its clip on the newest camera frame, with the 3D of that frame's depth."""
+        newest = self._newest
+        if newest is None:
+            job.answer(False, "no camera frame received yet")
+            return
+        try:
+            rgb = frame_to_rgb(newest)
+            prediction = self._predictor.predict(rgb, job.clip.samples, job.clip.sample_rate)
+        except ValueError as error:
+            job.answer(False, str(error))
+            return
+        pin = self._depth.pin(newest.header) if self._depth is not None else None
+        try:
+            depth_header, regions = self._outputs.locate(newest.header, prediction.function_mask,
+                                                         prediction.dependency_mask, pin)
+        finally:
+            _release(pin)
+        clip, event = job.clip, job.event
+        grounding = grounding_message(
+            newest.header, prediction.function_mask, prediction.dependency_mask, prediction.function_prob,
+            prediction.dependency_prob, True, loudest_level_db(clip.samples, clip.sample_rate),
+            Heard(event.id, clip.onset_ns, clip.start_ns, clip.end_ns), regions,
+            depth_header.frame_id if depth_header is not None else "")
+        job.answer(True, f"sound event {event.id}: {clip.samples.size / clip.sample_rate:.2f} s of its audio grounded "
+                         f"in the newest camera frame ({rgb.shape[1]}x{rgb.shape[0]})", grounding)
 
     def run(self) -> None:
         next_allowed = 0.0
@@ -135,16 +173,17 @@ class InferenceLoop:
             log.warning(f"skipping frame: {state.audio_error}", throttle_duration_sec=2.0)
             return
         event = state.event
-        grounded = event is not None and state.heard_s >= settings.audio_min_event_s
+        grounded = (event is not None and state.heard_s >= settings.audio_min_event_s
+                    and not state.changing(settings.audio_change_threshold))
         if not grounded and not settings.publish_when_silent:
             return
-        if not grounded:  # publish_when_silent: no event yet, or one not yet audio.min_event_s long
+        if not grounded:  # publish_when_silent: no event, one not audio.min_event_s long yet, or one changing
             empty = np.zeros(rgb.shape[:2], bool)
             heard = Heard(event.id, event.onset_ns) if event is not None else Heard()
             self._outputs.publish(FrameResult(msg.header, rgb, empty, empty, None, event is not None,
                                               state.level_db, heard, depth_pin))
             return
-        clip = self._events.clip(state, settings.audio_window_s)
+        clip = self._events.clip(event, state.analysed, settings.audio_window_s)
         started = time.perf_counter()
         try:
             prediction = predictor.predict(rgb, clip.samples, clip.sample_rate)
@@ -155,7 +194,7 @@ class InferenceLoop:
         model_s = time.perf_counter() - started
         self._outputs.publish(FrameResult(msg.header, rgb, prediction.function_mask, prediction.dependency_mask,
                                           prediction, True, state.level_db,
-                                          Heard(event.id, event.onset_ns, clip.start_ns, clip.end_ns), depth_pin))
+                                          Heard(event.id, clip.onset_ns, clip.start_ns, clip.end_ns), depth_pin))
         latency = (self._node.get_clock().now() - Time.from_msg(msg.header.stamp)).nanoseconds / 1e9
         self._stats.inference_done(latency, model_s)
         log.debug(f"frame {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}: event {event.id}, "

@@ -3,6 +3,8 @@ memory a dropped one leaves."""
 from __future__ import annotations
 
 import gc
+from concurrent.futures import Future
+from typing import Callable
 
 import torch
 
@@ -15,9 +17,10 @@ from .parameters import GroundingSettings
 from .runtime.memory import return_freed_memory
 
 
-def load_predictor(settings: GroundingSettings, log) -> tuple[AffordancePredictor, str]:
-    """The predictor and a description of its model for the log and /diagnostics. Raises ValueError that names
-    the parameters at fault."""
+def load_predictor(settings: GroundingSettings, log,
+                   renew_on: Callable[[Callable[[], object]], Future]) -> tuple[AffordancePredictor, str]:
+    """The predictor and a description of its model for the log and /diagnostics; its view reuse renews keyframes
+    with `renew_on` (ViewReuse's). Raises ValueError that names the parameters at fault."""
     try:
         # Device, precision and the runtime package first: they fail in a second, the export in minutes.
         backend_class(settings.backend).resolve_target(settings.device, settings.precision)
@@ -39,7 +42,8 @@ def load_predictor(settings: GroundingSettings, log) -> tuple[AffordancePredicto
             description = f"{settings.model} (RANDOM WEIGHTS)"
     except (ValueError, FileNotFoundError) as error:
         raise ValueError(f"parameter '{'checkpoint' if settings.checkpoint else 'model'}': {error}") from None
-    predictor.view_reuse = ViewReuse(settings.reuse_max_change, settings.reuse_max_age_s, STATS_WINDOW_S)
+    predictor.view_reuse = ViewReuse(settings.reuse_max_change, settings.reuse_max_age_s, STATS_WINDOW_S,
+                                     renew_on=renew_on)
     return predictor, description
 
 

@@ -23,6 +23,7 @@ class Statistics:
         self.last_received = -math.inf
         self.dropped = 0
         self.rejected = 0
+        self.ignored_inactive = 0  # well-formed images that came while the node was not active
         self.failed = 0
 
     def _trim(self, now: float) -> None:
@@ -69,5 +70,6 @@ class Statistics:
                 "latency_median_ms": float(np.median(latencies)) if latencies.size else math.nan,
                 "latency_p95_ms": float(np.percentile(latencies, 95)) if latencies.size else math.nan,
                 "model_median_ms": float(np.median(model_times)) if model_times.size else math.nan,
-                "frames_dropped": self.dropped, "frames_rejected": self.rejected, "inference_errors": self.failed,
+                "frames_dropped": self.dropped, "frames_rejected": self.rejected,
+                "frames_ignored_inactive": self.ignored_inactive, "inference_errors": self.failed,
             }

@@ -22,7 +22,7 @@ from tf2_msgs.msg import TFMessage
 from avag_core.image import overlay
 
 from .audio.sound_events import SILENCE_DB
-from .depth.pairing import DepthPin
+from .depth.pairing import DepthPin, DepthUnavailable
 from .depth.targets import DepthSettings, DepthTargets
 from .messages.grounding import Heard, grounding_message
 from .messages.images import largest_region_polygon, mask_to_image, probability_to_image, rgb_to_bgr8
@@ -103,6 +103,17 @@ class Outputs:
         """Settings changed while configured."""
         if self.depth is not None:
             self.depth.settings = depth_settings(settings)
+
+    def locate(self, header: Header, function_mask: np.ndarray, dependency_mask: np.ndarray,
+               pin: DepthPin | None) -> tuple[Header | None, dict | None]:
+        """The 3D of a frame outside the stream (an action's result) from the depth `pin` holds, published nowhere:
+        the depth frame's header and the regions, or (None, None) without 3D."""
+        if self.depth is None or pin is None:
+            return None, None
+        try:
+            return self.depth.locate(header, {"function": function_mask, "dependency": dependency_mask}, pin)
+        except DepthUnavailable:
+            return None, None
 
     def publish(self, frame: FrameResult) -> None:
         for output, publisher in self._publishers:

@@ -14,10 +14,14 @@ times (deactivate/activate, then cleanup/configure/activate) and waits for masks
 Both nodes subscribe reliably here (a QoS override), so that every bad message sent is one the node saw and
 `frames_rejected` can be compared with it exactly; both sides use FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA. Bad
 messages pause while the lifecycle cycles and then resume at their usual rate; those the pause displaced are not
-sent. A catch-up burst of hundreds of 900 KiB frames into a reliable depth-20 subscription grows Fast DDS's history
-pools for good (measured: +33 MB in one burst, none over the 20 cycles themselves), which is the middleware's
-high-water mark, not the node's; spreading the rest over the time left was still a burst in a 2-minute run (3 to
-7 times the usual rate in its last 7 to 15 s, and the raw node's last RSS sample 16 to 24 MB above the one before).
+sent. Each deactivate/activate cycle sends one raw bad message while the node is inactive, which it must count too
+(its `frames_ignored_inactive` counts the good frames of that time); none while it is unconfigured, since it has no
+subscription then. At the end the bench waits up to SETTLE_S for the nodes' counts to reach what it sent: on a busy
+machine the node, or this process's executor, may be behind on its last messages. A catch-up burst of hundreds of
+900 KiB frames into a reliable depth-20 subscription grows Fast DDS's history pools for good (measured: +33 MB in
+one burst, none over the 20 cycles themselves), which is the middleware's high-water mark, not the node's; spreading
+the rest over the time left was still a burst in a 2-minute run (3 to 7 times the usual rate in its last 7 to 15 s,
+and the raw node's last RSS sample 16 to 24 MB above the one before).
 Prints a summary and writes it as JSON with --json. Exit code 1 if a goal is missed: both nodes exit 0 within
 5 s of SIGINT, every lifecycle cycle resumes, no inference error or ERROR line, every malformed message counted,
 RSS growth after the warm-up at most 20 MB per node.
@@ -34,6 +38,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -60,6 +65,7 @@ RSS_PERIOD_S = 10.0
 PARAMETER_PERIOD_S = 10.0
 RESUME_TIMEOUT_S = 30.0
 EXIT_WITHIN_S = 5.0  # after SIGINT, as `ros2 launch` allows before it escalates
+SETTLE_S = 10.0  # the longest wait at the end for the nodes' counts of the malformed messages sent
 
 
 def write_clip(path: Path) -> None:
@@ -167,14 +173,16 @@ def start_node(name: str, checkpoint: Path, clip: Path, env: dict, log: Path) ->
                              *arguments], env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
 
-def cycle_lifecycle(driver: Driver, cycle: int) -> float | None:
-    """One deactivate/activate (even cycles) or deactivate/cleanup/configure/activate (odd); seconds until the
-    next mask, or None if none came."""
+def cycle_lifecycle(driver: Driver, cycle: int, while_inactive: Callable[[], None]) -> float | None:
+    """One deactivate/activate (even cycles), calling `while_inactive` in between, or deactivate/cleanup/configure/
+    activate (odd); seconds until the next mask, or None if none came."""
     steps = [Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_ACTIVATE]
     if cycle % 2:
         steps = [Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP, Transition.TRANSITION_CONFIGURE,
                  Transition.TRANSITION_ACTIVATE]
     for transition in steps:
+        if transition == Transition.TRANSITION_ACTIVATE and len(steps) == 2:
+            while_inactive()
         request = ChangeState.Request()
         request.transition.id = transition
         response = driver.call(driver.change_state, request)
@@ -279,6 +287,14 @@ def main() -> int:
         next_bad = started + bad_period / 2
         cycles_from = started + 0.6 * duration
         pending_bad: list[Image | CompressedImage] = []
+        inactive_rng = np.random.default_rng(args.seed + 1)  # the regular sequence stays that of earlier runs
+
+        def bad_while_inactive() -> None:
+            header = Header(stamp=driver.get_clock().now().to_msg(), frame_id="camera")
+            kinds = malformed_messages(inactive_rng, rgb_to_image(frame, "bgr8", header), jpeg, png)
+            driver.raw_images.publish(next(m for m in kinds if isinstance(m, Image)))
+            bad_sent["raw"] += 1
+
         while (now := time.monotonic()) < started + duration:
             for name, process in processes.items():
                 if process.poll() is not None:
@@ -297,7 +313,7 @@ def main() -> int:
                     parameter_changes += response is not None and all(r.successful for r in response.results)
                 next_parameters += PARAMETER_PERIOD_S
             if len(resumes) < args.cycles and now >= cycles_from:
-                resumes.append(cycle_lifecycle(driver, len(resumes)))
+                resumes.append(cycle_lifecycle(driver, len(resumes), bad_while_inactive))
                 continue
             if now - next_bad > 1.0:  # behind after the lifecycle cycles: resume at the usual rate, no catch-up
                 next_bad = now
@@ -313,6 +329,10 @@ def main() -> int:
                 next_bad += bad_period
             time.sleep(max(0.0, min(next_bad, next_rss, next_parameters) - time.monotonic()))
         time.sleep(2.5)  # the last diagnostics
+        settle_until = time.monotonic() + SETTLE_S
+        while (any(driver.counter(name, "frames_rejected") != bad_sent[name] for name in NODES)
+               and time.monotonic() < settle_until):
+            time.sleep(0.2)
         for name, process in processes.items():
             rss[name].append((time.monotonic() - started, rss_mb(process.pid)))
     finally:
@@ -347,6 +367,7 @@ def main() -> int:
         summary[name] = {
             "masks_out": driver.mask_count(name), "frames_dropped": driver.counter(name, "frames_dropped"),
             "malformed_sent": bad_sent[name], "frames_rejected": driver.counter(name, "frames_rejected"),
+            "frames_ignored_inactive": driver.counter(name, "frames_ignored_inactive"),
             "inference_errors": driver.counter(name, "inference_errors"),
             "mask_within_1s_after_bad": camera.fraction("after_bad", name),
             "mask_within_1s_control": camera.fraction("control", name),

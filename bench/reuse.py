@@ -123,7 +123,7 @@ class LiveSound:
             self.buffer.write(self._noise.normal(0.0, 0.1, due).astype(np.float32), 0)
         state = self._events.update(spec("audio.min_level_db").default, spec("audio.hold_s").default,
                                     spec("audio.change_threshold").default)
-        return self._events.clip(state, spec("audio.window_s").default).samples
+        return self._events.clip(state.event, state.analysed, spec("audio.window_s").default).samples
 
 
 def fingerprint_figures() -> None:

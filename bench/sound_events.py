@@ -1,7 +1,7 @@
 """Sound events (avag_ros.audio.sound_events): the figures behind the defaults of audio.change_threshold and
 audio.min_event_s.
 
-    python bench/sound_events.py [--thresholds 0.7 0.8 1.0] [--checkpoint CKPT] [--scenes 12]
+    python bench/sound_events.py [--thresholds 0.7 0.8 1.0] [--checkpoint CKPT] [--scenes 12] [--only change|onset]
 
 1. Change of sound, for each threshold: every clip of the AVAGD sample (../shared/data/avagd-sample, real 44.1 kHz
    recordings) and two synthetic clips of each synthetic category (4 s) are streamed through the node's
@@ -10,9 +10,10 @@ audio.min_event_s.
    is the share given a new event (a change, or a level onset after quiet) between 0.1 s before the join and
    1 s after, and the onset error is that event's distance from the join (median, 90th percentile).
 2. How much of a sound the weights need (the default --checkpoint: the demo's): for each seen synthetic
-   category, --scenes scenes with that object and two others, and for each length the first that long of its
-   sound after 50 ms of quiet (the node's pre-roll), zero-padded to 1 s by the front end as a short clip is:
-   the share of function masks right (IoU >= 0.5 with its true function part), and the mIoU_f.
+   category, --scenes scenes with that object and two others, its sound after quiet streamed through SoundEvents,
+   and for each length the clip the node grounds once the event holds that much audio from its onset (from the
+   pre-roll on; the front end zero-pads it to 1 s): the share of function masks right (IoU >= 0.5 with its true
+   function part), and the mIoU_f.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from avag_core.audio import load_audio  # noqa: E402
 from avag_core.data.synthetic import CATEGORIES, SAMPLE_RATE, render_scene, synthesize_sound  # noqa: E402
 from avag_core.training.metrics import sample_iou  # noqa: E402
 from avag_ros.audio.ring_buffer import RingBuffer  # noqa: E402
-from avag_ros.audio.sound_events import PRE_ROLL_S, SoundEvents  # noqa: E402
+from avag_ros.audio.sound_events import SoundEvents, clip_span  # noqa: E402
 from avag_ros.data import DEMO_CHECKPOINT  # noqa: E402
 from avag_ros.parameters import spec  # noqa: E402
 from avag_ros.tools.demo import QUIET_RMS  # noqa: E402
@@ -91,19 +92,24 @@ def onset_figures(checkpoint: Path, scenes: int) -> None:
     seen = [c for c in CATEGORIES if c.seen]
     rng = np.random.default_rng(0)
     rows = {length: [] for length in LENGTHS_S}
+    window_s = spec("audio.window_s").default
     for category in seen:
         for _ in range(scenes):
             others = [c for c in seen if c is not category]
             chosen = [category] + [others[i] for i in rng.choice(len(others), 2, replace=False)]
             scene = render_scene(rng, size, chosen)
             truth = torch.from_numpy(scene.function_masks[0]).float()
-            sound = synthesize_sound(rng, category.sound, max(LENGTHS_S))
-            quiet = rng.normal(0.0, QUIET_RMS, int(PRE_ROLL_S * SAMPLE_RATE)).astype(np.float32)
-            clips = [np.concatenate([quiet, sound[:int(length * SAMPLE_RATE)]]) for length in LENGTHS_S]
+            audio = np.concatenate([rng.normal(0.0, QUIET_RMS, SAMPLE_RATE // 2).astype(np.float32),
+                                    synthesize_sound(rng, category.sound, max(LENGTHS_S) + 0.5)])
+            event = stream_events(audio, SAMPLE_RATE, 0.0)[0]
+            spans = [clip_span(event.clip_start, event.onset + int(length * SAMPLE_RATE), window_s, SAMPLE_RATE)
+                     for length in LENGTHS_S]
+            clips = [audio[start:end] for start, end in spans]
             for length, prediction in zip(LENGTHS_S, predictor.predict_many(scene.image, clips, SAMPLE_RATE)):
                 rows[length].append(sample_iou(torch.from_numpy(prediction.function_mask).float(), truth))
-    print(f"\nhow much of a sound {checkpoint.name} needs: {len(seen)} seen synthetic categories x {scenes} scenes")
-    print("| sound heard | right (IoU >= 0.5) | mIoU_f |")
+    print(f"\nhow much of a sound {checkpoint.name} needs: {len(seen)} seen synthetic categories x {scenes} scenes,"
+          " the node's clip when the event holds that much audio from its onset")
+    print("| heard | right (IoU >= 0.5) | mIoU_f |")
     print("|---|---|---|")
     for length, ious in rows.items():
         print(f"| {length:g} s | {100 * np.mean(np.array(ious) >= 0.5):.0f} % | {100 * np.mean(ious):.1f} |")
@@ -114,7 +120,15 @@ def main() -> None:
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.7, 0.8, 1.0])
     parser.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT)
     parser.add_argument("--scenes", type=int, default=12)
+    parser.add_argument("--only", choices=("change", "onset"), help="one of the two parts")
     args = parser.parse_args()
+    if args.only != "onset":
+        change_table(args.thresholds)
+    if args.only != "change":
+        onset_figures(args.checkpoint, args.scenes)
+
+
+def change_table(thresholds: list[float]) -> None:
     sets = [("synthetic", synthetic_clips())]
     if SAMPLE.is_dir():
         sets.insert(0, ("AVAGD sample", real_clips()))
@@ -124,10 +138,9 @@ def main() -> None:
     print("that event's distance from the join (median / 90th percentile)")
     print("| clips | audio.change_threshold | false changes | joins found | onset error |")
     print("|---|---|---|---|---|")
-    for threshold in args.thresholds:
+    for threshold in thresholds:
         for label, clips in sets:
             print(change_figures(label, clips, threshold), flush=True)
-    onset_figures(args.checkpoint, args.scenes)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from avag_core import build_model
+from ros_imports import uses_ros
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO.parent / "shared" / "data" / "avagd-sample"
@@ -25,6 +26,16 @@ DEMO_CHECKPOINT = REPO / "avag_ros" / "data" / "demo_avagformer_b0.pt"
 SMALL_IMAGE = 64
 # For tests not about VGGish: the light audio encoder, 41 MB of model where VGGish alone is 288 MB to export.
 LIGHT_AUDIO = {"audio_encoder": "log_mel_cnn", "freeze_audio_encoder": False}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by markers
+def pytest_collection_modifyitems(items) -> None:
+    """Marks `ros` every test that uses ROS (the rule: tests/ros_imports.py): CI runs those on its second ROS 2
+    distribution too, with `-m ros`."""
+    for item in items:
+        if isinstance(item, pytest.Function) and REPO / "tests" in item.path.parents and uses_ros(
+                item.path.stem, item.originalname, item.fixturenames):
+            item.add_marker(pytest.mark.ros)
 
 
 def sample_dir() -> Path:

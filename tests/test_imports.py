@@ -215,6 +215,7 @@ def imported_alone() -> dict[str, dict]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.ros  # the avag_ros modules import rclpy, in the child processes
 @pytest.mark.parametrize("module", sorted(module_files(REPO)))
 def test_every_module_imports_on_its_own(imported_alone, module):
     report = imported_alone[module]

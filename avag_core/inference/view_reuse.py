@@ -60,7 +60,12 @@ class ViewReuse:
     """
 
     def __init__(self, max_change: float, max_age_s: float, window_s: float = DEFAULT_WINDOW_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 renew_on: Callable[[Callable[[], Keyframe]], Future] | None = None) -> None:
+        """`renew_on` starts a renewal and returns its future (an executor's `submit`); without it, a thread of this
+        ViewReuse's own, which `close` ends. A process that makes a ViewReuse per model load (the node, at every
+        configure) passes one thread for its life: each new thread takes a malloc arena, and the image passes of
+        the renewals left pages in every one (avag_ros.runtime.memory)."""
         if max_change < 0 or max_age_s < 0:
             raise ValueError(f"max_change and max_age_s must be >= 0 (0 turns reuse off), got {max_change} and "
                              f"{max_age_s}")
@@ -71,7 +76,9 @@ class ViewReuse:
         self._lock = threading.Lock()
         self._keyframe: Keyframe | None = None
         self._renewal: Future[Keyframe] | None = None
-        self._renewer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyframe-renewal")
+        self._own_renewer = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyframe-renewal")
+                             if renew_on is None else None)
+        self._renew_on = renew_on if renew_on is not None else self._own_renewer.submit
         self._closed = False
         self._decisions: deque[tuple[float, bool]] = deque()  # (when, reused) over the last window_s
         self.last_change = math.nan  # vs the keyframe; NaN while there is none of this frame's size
@@ -121,7 +128,7 @@ class ViewReuse:
         if reused:
             if age >= self.max_age_s and self._renewal is None:
                 frame = np.array(image)  # the caller may fill its buffer with the next frame before this is read
-                self._renewal = self._renewer.submit(lambda: Keyframe(fingerprint, size, encode(frame), now))
+                self._renewal = self._renew_on(lambda: Keyframe(fingerprint, size, encode(frame), now))
             return keyframe.maps
         self._drop_renewal()
         maps = encode(image)
@@ -140,12 +147,13 @@ class ViewReuse:
         self._renewal = None
 
     def close(self) -> None:
-        """For the end of its use: let a renewal in progress finish and end the renewal thread, so that nothing
+        """For the end of its use: let a renewal in progress finish and end its own renewal thread, so that nothing
         computes after this returns and the model can be freed."""
         self._closed = True
         self._drop_renewal()
         self._set_keyframe(None)
-        self._renewer.shutdown(wait=True)
+        if self._own_renewer is not None:
+            self._own_renewer.shutdown(wait=True)
 
     def _install_renewal(self) -> None:
         renewal, self._renewal = self._renewal, None

@@ -71,5 +71,11 @@ class RingBuffer:
     def stamp_of(self, index: int) -> int:
         """The time of sample `index` on the clock that stamps the blocks, from the stamp of the last one written
         (the rate apart)."""
+        return self.stamps_of(index)[0]
+
+    def stamps_of(self, *indices: int) -> tuple[int, ...]:
+        """stamp_of for several samples from one block's stamp: each block's stamp jitters with the clock that
+        read it, so times taken from two blocks may be a little nearer or farther apart than their samples."""
         with self._lock:
-            return self._last_stamp_ns - round((self._written - 1 - index) * 1e9 / self.sample_rate)
+            return tuple(self._last_stamp_ns - round((self._written - 1 - index) * 1e9 / self.sample_rate)
+                         for index in indices)

@@ -42,6 +42,7 @@ PRE_ROLL_S = 0.05
 CHANGE_RECENT_S = 0.3  # the span of sound judged new or not against the event before it
 MIN_RECENT_HOPS = 10  # sounding hops in that span: fewer is too little sound to judge
 MIN_REFERENCE_HOPS = 50  # sounding hops of the event before them: a sound is judged against at least 0.5 s of it
+CHANGE_SUSPECT = 0.7  # of audio.change_threshold: above the demo's steady sounds (mug 0.62, hammer 0.38)
 SPREAD_FLOOR = 0.5  # cepstral units: a coefficient that barely varies within a sound must not make any change vast
 CHANGE_SEARCH_S = 1.0  # how far back the change point is looked for
 AUDIO_ERROR = "the audio contains NaN or infinite samples"
@@ -65,6 +66,15 @@ class EventState:
     analysed: int  # the stream's samples analysed so far
     sample_rate: int
     audio_error: str | None = None  # why the audio is refused: a non-finite sample within hold_s
+    ended: SoundEvent | None = None  # the last event that ended
+    ended_at: int = 0  # where its audio ends: after its last sounding hop, at the change, or where it broke off
+    change_score: float = 0.0  # the current event's latest change_score (0 until it can be judged)
+
+    def changing(self, threshold: float) -> bool:
+        """Whether the current event's sound may be turning into another: its change score is past CHANGE_SUSPECT
+        of the threshold. Its masks are held back meanwhile: a change is found some 0.1-0.2 s after it, and a
+        mask grounded on the old sound then would show the old object after the new sound began."""
+        return threshold > 0 and self.change_score >= CHANGE_SUSPECT * threshold
 
     @property
     def heard_s(self) -> float:
@@ -74,13 +84,15 @@ class EventState:
 
 @dataclass(frozen=True)
 class EventClip:
-    """What a grounding is made from: samples [start, end) of the stream, with the times of the first and last."""
+    """What a grounding is made from: samples [start, end) of the stream, with the times of the first and last and
+    of the event's onset, all three from one block's stamp so that they keep their samples' distances."""
     samples: np.ndarray
     sample_rate: int
     start: int
     end: int
     start_ns: int
     end_ns: int
+    onset_ns: int
 
 
 def clip_span(clip_start: int, end: int, window_s: float, sample_rate: int) -> tuple[int, int]:
@@ -183,7 +195,7 @@ class SoundEvents:
             analysis = self._analysis
             oldest = buffer.written - buffer.capacity + analysis.lookback
             if oldest > self._position:  # the ring moved past audio never analysed: the gap ends any event
-                self._event = None
+                self._end(self._position)
                 self._energies.clear()
                 self._position = self._since = oldest + -(oldest - self._position) % analysis.hop  # on the grid
             hops = (buffer.written - self._position) // analysis.hop
@@ -195,17 +207,19 @@ class SoundEvents:
             hold_hops = max(1, int(round(hold_s / HOP_S)))
             recent_levels = list(self._levels)[-hold_hops:]
             return EventState(max(recent_levels, default=SILENCE_DB), self._event, self._position, buffer.sample_rate,
-                              AUDIO_ERROR if self._hop - self._nonfinite_hop < hold_hops else None)
+                              AUDIO_ERROR if self._hop - self._nonfinite_hop < hold_hops else None, *self._ended,
+                              self._score if self._event is not None else 0.0)
 
-    def clip(self, state: EventState, window_s: float) -> EventClip | None:
-        """The clip of `state`'s event up to what `state` analysed (clip_span); None without an event."""
-        if state.event is None:
-            return None
+    def clip(self, event: SoundEvent, end: int, window_s: float) -> EventClip:
+        """`event`'s clip once the stream reached `end` (clip_span): the current event's up to what a state
+        analysed, an ended one's up to where it ended. Raises ValueError when the ring no longer holds it."""
         with self._lock:
             buffer = self._buffer
-        start, end = clip_span(state.event.clip_start, state.analysed, window_s, state.sample_rate)
-        return EventClip(buffer.read(start, end), state.sample_rate, start, end, buffer.stamp_of(start),
-                         buffer.stamp_of(end - 1))
+            if event.id < self._first_id:
+                raise ValueError("the sound event's audio is gone: the audio source restarted since")
+        start, end = clip_span(event.clip_start, end, window_s, buffer.sample_rate)
+        return EventClip(buffer.read(start, end), buffer.sample_rate, start, end,
+                         *buffer.stamps_of(start, end - 1, event.onset))
 
     # analysis ------------------------------------------------------------------------------------------------
     def _restart(self, buffer: RingBuffer) -> None:
@@ -218,6 +232,8 @@ class SoundEvents:
         self._levels: deque[float] = deque(maxlen=int(round(30.0 / HOP_S)))  # audio.hold_s's largest
         self._nonfinite_hop = -math.inf
         self._event: SoundEvent | None = None
+        self._ended: tuple[SoundEvent | None, int] = (None, 0)
+        self._first_id = math.inf  # the first event of this buffer: earlier ones' audio is not in it
 
     def _analyse(self, samples: np.ndarray, min_level_db: float, hold_s: float, change_threshold: float) -> None:
         analysis = self._analysis
@@ -232,8 +248,9 @@ class SoundEvents:
             span = slice(analysis.lookback + index * analysis.hop, analysis.lookback + (index + 1) * analysis.hop)
             if not finite[span].all():
                 self._nonfinite_hop = self._hop
-                self._event = None
+                self._end(start)
                 self._energies.clear()
+                self._since = start + analysis.hop  # no clip reaches back to it
                 continue
             self._energies.append(float(energy))
             if len(self._energies) < LEVEL_HOPS:
@@ -247,25 +264,32 @@ class SoundEvents:
                 onset = start + analysis.hop - LEVEL_HOPS * analysis.hop
                 self._begin(onset, max(self._since, onset - int(round(PRE_ROLL_S * analysis.sample_rate))), "level")
             if sounding:
-                self._last_sounding = self._hop
+                self._last_sounding, self._last_sounding_end = self._hop, start + analysis.hop
                 # the envelope counts where this hop itself sounds: the 50 ms level lags a sound's end
                 if level_db(energy) >= min_level_db:
                     self._record(self._hop, start, envelope)
                     if change_threshold > 0:
                         self._look_for_change(change_threshold)
             elif self._hop - self._last_sounding >= hold_hops:
-                self._event = None
+                self._end(self._last_sounding_end)
         self._position += energies.size * analysis.hop
 
+    def _end(self, at: int) -> None:
+        if self._event is not None:
+            self._ended = (self._event, at)
+            self._event = None
+
     def _begin(self, onset: int, clip_start: int, cause: str) -> None:
+        self._end(onset)
         self._event = SoundEvent(next(self._ids), onset, clip_start, self._buffer.stamp_of(onset), cause)
-        self._last_sounding = self._hop
+        self._first_id = min(self._first_id, self._event.id)
         # the event's sounding hops: the reference (older than the recent span) as sums, the rest one by one
         self._recent: deque[tuple[int, int, np.ndarray]] = deque()  # (hop, first sample, envelope)
         self._searchable: deque[tuple[int, int, np.ndarray]] = deque()  # referenced, within CHANGE_SEARCH_S
         self._reference_sum = np.zeros(CEPSTRA)
         self._reference_sum_sq = np.zeros(CEPSTRA)
         self._reference_count = 0
+        self._score = 0.0
 
     def _record(self, hop: int, start: int, envelope: np.ndarray) -> None:
         """Adds a sounding hop of the event; the hops older than the recent span move into the reference."""
@@ -286,7 +310,8 @@ class SoundEvents:
             return
         mean = self._reference_sum / self._reference_count
         spread = np.sqrt(np.maximum(self._reference_sum_sq / self._reference_count - mean ** 2, 0.0))
-        if change_score(mean, spread, np.stack([envelope for _, _, envelope in self._recent])) < threshold:
+        self._score = change_score(mean, spread, np.stack([envelope for _, _, envelope in self._recent]))
+        if self._score < threshold:
             return
         hops = list(self._searchable) + list(self._recent)
         new_sound = hops[change_point(mean, spread, np.stack([envelope for _, _, envelope in hops])):]

@@ -62,27 +62,32 @@ class DepthTargets:
             if problem:
                 self.last_problem = problem
 
+    def locate(self, header: Header, masks: dict[str, np.ndarray],
+               pin: DepthPin) -> tuple[Header, dict[str, RegionGeometry | None]]:
+        """The 3D of one colour frame: its header (stamp), its masks by region, the depth pin it took. Returns the
+        header the 3D values go out with (the colour stamp, the depth image's frame) and each region's geometry
+        (None: too few valid pixels); raises DepthUnavailable when the frame gets no 3D. Publishes nothing."""
+        depth_msg, info = pin.pair(self.settings.max_offset_s)
+        try:
+            depth = depth_image(depth_msg)
+            intrinsics = camera_info_intrinsics(info)
+        except ValueError as error:
+            raise DepthUnavailable("depth_rejected", str(error)) from None
+        intrinsics = depth_grid_intrinsics(intrinsics, depth.shape, masks["function"].shape)
+        return Header(stamp=header.stamp, frame_id=depth_msg.header.frame_id), self._regions(masks, depth, intrinsics)
+
     def publish(self, header: Header, masks: dict[str, np.ndarray],
                 pin: DepthPin) -> tuple[Header, dict[str, RegionGeometry | None]] | None:
-        """3D for one colour frame: its header (stamp), its masks by region, the pin it took on arrival. Returns the
-        header of what it published (the depth image's frame) and the regions' geometry, None when the frame got
-        no 3D."""
+        """Publishes the 3D of one colour frame (locate), counting what failed; returns what `locate` did, None
+        when the frame got no 3D."""
         settings = self.settings
         try:
-            depth_msg, info = pin.pair(settings.max_offset_s)
-            try:
-                depth = depth_image(depth_msg)
-                intrinsics = camera_info_intrinsics(info)
-            except ValueError as error:
-                raise DepthUnavailable("depth_rejected", str(error)) from None
-            intrinsics = depth_grid_intrinsics(intrinsics, depth.shape, masks["function"].shape)
-            regions = self._regions(masks, depth, intrinsics)
+            out, regions = self.locate(header, masks, pin)
         except DepthUnavailable as error:
             self._count(error.kind, str(error))
             self.node.get_logger().warning(f"no 3D for this frame: {error}", throttle_duration_sec=1.0)
             return None
         self._count("pairs_made")
-        out = Header(stamp=header.stamp, frame_id=depth_msg.header.frame_id)
         for region, geometry in regions.items():
             if geometry is None:
                 problem = (f"the {region} region has fewer than {settings.min_points} pixels with valid depth"

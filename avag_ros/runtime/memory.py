@@ -1,12 +1,20 @@
 """A node that reconfigures for days must come back to the same footprint after every lifecycle cycle.
 
-Three things decide it with glibc's allocator, each measured on the node with the demo model:
+First, nothing may keep a dropped configuration alive. `ReusedThread` used to keep the last job it ran, and with it
+the inference loop, predictor and model, until the next job came: cleanup's collection could not free the model,
+and after the next activate it was a reference cycle (the loop and its `~/ground` queue) that only the next
+cleanup's collection freed. From the first reload on the node held two models, 42 MB of tensors for the demo b0
+(counted with gc.get_objects after each cycle), 39 MB more of its own mappings by mallinfo2 and /proc/PID/smaps.
+
+Then three things decide it with glibc's allocator, each measured on the node with the demo model:
 - the pages a transition freed stay in the process until they are given back (`return_freed_memory`): 20
   deactivate/activate and cleanup/configure cycles grew it by 42 MB without, 13 MB with;
 - each thread allocates from the malloc arena it was given when it started. A new inference thread per activate
   got another arena each time and left pages in the old ones: in bench/endurance.py, 20 cycles took the arenas
   from 24 MB in 7 to 42 MB in 13. `ReusedThread` (avag_ros.runtime.threads) runs every activation's inference
-  loop on one thread instead;
+  loop on one thread instead, and every configuration's keyframe renewals on another: with a renewal thread per
+  configure, two arenas grew by 6 and 11 MB between the 10th and the 40th reload under a stream; with one, none
+  changed size after the 10th;
 - glibc raises its mmap threshold each time it frees a mapped block, up to 32 MiB, so once frames flow a
   reloaded model's tensors are carved from the heap, and the holes the old model's leave are pinned by smaller
   blocks allocated meanwhile. `model_blocks_mapped` gives every large block its own mapping while a model loads.

@@ -1,4 +1,5 @@
-"""A thread runner for jobs that must always run on the same thread: the node's inference loops, one per activation.
+"""A thread runner for jobs that must always run on the same thread: the node's inference loops, one per activation,
+and its keyframe renewals, one per configuration.
 
 One thread for the node's life keeps inference in one malloc arena (avag_ros.runtime.memory says what a new
 thread per activation cost), and being a daemon it never holds up the interpreter's exit.
@@ -19,10 +20,10 @@ class ReusedThread:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], Future] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], object], Future] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    def submit(self, job: Callable[[], None]) -> Future:
+    def submit(self, job: Callable[[], object]) -> Future:
         if self._thread is None:
             self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
             self._thread.start()
@@ -33,11 +34,22 @@ class ReusedThread:
     def _serve(self) -> None:
         while (item := self._jobs.get()) is not None:
             job, future = item
-            if future.set_running_or_notify_cancel():
+            del item
+            ran, result, error = future.set_running_or_notify_cancel(), None, None
+            if ran:
                 try:
-                    future.set_result(job())
-                except BaseException as error:  # the caller's future carries it; the thread serves the next job
-                    future.set_exception(error)
+                    result = job()
+                except BaseException as caught:  # the caller's future carries it; the thread serves the next job
+                    error = caught
+            # Nothing of the job stays here while the thread waits for the next, and the job goes before its caller
+            # can learn that it is done: the node's cleanup may follow at once and must free the inference loop,
+            # with its predictor and model.
+            del job
+            if ran and error is not None:
+                future.set_exception(error)
+            elif ran:
+                future.set_result(result)
+            del future, result, error
 
     def close(self) -> None:
         """End the thread after the jobs already submitted."""

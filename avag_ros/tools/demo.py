@@ -11,9 +11,10 @@ sound's onset on. No GPU, camera, microphone or download.
    straight into the mug for 5 s, quiet, the mug for 0.6 s, quiet, the hammer for 0.6 s, quiet.
 3. The grounding node (audio.source = file, looping that clip, as a microphone would hear it; depth.enabled) and
    the sample player (the scene as a 10 Hz camera, with its aligned depth and CameraInfo) run over DDS. Every
-   function mask is scored as a planner would take it, on arrival: it belongs to the sound last begun by then
-   (or to quiet, once that sound ended more than audio.hold_s and a margin before), and is right at an IoU of
-   0.5 with that object's true function part. Per sound the summary gives the time from its onset to the first
+   function mask is scored as a planner would take it, on arrival: it belongs to the sound last heard to begin
+   by then (its onset: the first 50 ms of it at audio.min_level_db, found in the clip), or to quiet once that
+   sound ended more than audio.hold_s and a margin before, and is right at an IoU of 0.5 with that object's true
+   function part. Per sound the summary gives the time from its onset to the first
    right mask, the masks published before it (and how many showed the other object), and the mIoU_f over every
    mask from the onset; per object the 3D errors: the point's distance from the one a perfect mask would give,
    and the approach axis's angle from the object's true surface normal. One overlay per object and a picture of
@@ -80,34 +81,36 @@ def describe_weights(path: Path) -> str:
 @dataclass(frozen=True)
 class Sound:
     """One sound of the looped clip: the object heard, what came just before it (an object, or None: quiet), and
-    where it lies in the loop."""
+    where it lies in the loop: its span, and its onset, where it is first heard (a hammer's first blow)."""
     name: str
     before: str | None
     start_s: float
     seconds: float
+    onset_s: float
 
     @property
     def label(self) -> str:
         return f"{self.name} {self.seconds:g} s after " + (f"the {self.before}" if self.before else "quiet")
 
 
-def plan_sounds(plan=PLAN) -> tuple[list[Sound], float]:
-    """The sounds of `plan` and the loop's length."""
-    sounds, start, before = [], 0.0, None
-    for name, seconds in plan:
-        if name is not None:
-            sounds.append(Sound(name, before, start, seconds))
-        before, start = name, start + seconds
-    return sounds, start
-
-
-def synthesize_clip(rng: np.random.Generator, plan=PLAN) -> np.ndarray:
-    """The looped clip: each object's synthetic sound (avag_core.data.synthetic) for its span, quiet between."""
+def synthesize_clip(rng: np.random.Generator, plan=PLAN) -> tuple[np.ndarray, list[Sound], float]:
+    """The looped clip: each object's synthetic sound (avag_core.data.synthetic) for its span, quiet between; its
+    sounds, each with its onset (the start of the first 50 ms whose RMS reaches audio.min_level_db), and the loop's
+    length."""
     sound_of = {c.object: c.sound for c in CATEGORIES}
     parts = [synthesize_sound(rng, sound_of[name], seconds) if name is not None
              else rng.normal(0.0, QUIET_RMS, int(seconds * SAMPLE_RATE)).astype(np.float32)
              for name, seconds in plan]
-    return np.concatenate(parts)
+    sounds, start, before = [], 0, None
+    hop, level = SAMPLE_RATE // 100, 10 ** (spec("audio.min_level_db").default / 20)
+    for (name, seconds), part in zip(plan, parts):
+        if name is not None:  # the first 50 ms at the level, as the node's sound events take a level onset
+            hops = np.mean(part[:part.size // hop * hop].astype(np.float64).reshape(-1, hop) ** 2, axis=1)
+            rms = np.sqrt(np.convolve(hops, np.ones(5) / 5, "valid"))
+            onset = start + hop * int(np.argmax(rms >= level))
+            sounds.append(Sound(name, before, start / SAMPLE_RATE, seconds, onset / SAMPLE_RATE))
+        before, start = name, start + part.size
+    return np.concatenate(parts), sounds, start / SAMPLE_RATE
 
 
 @dataclass
@@ -140,15 +143,16 @@ class SoundClock:
         """(loop number, the sound last begun, seconds since its onset), or None in quiet."""
         played_s = self.source.buffer.written / self.source.sample_rate
         loop, position = divmod(played_s, self.loop_s)
-        begun = [s for s in self.sounds if s.start_s <= position]
+        begun = [s for s in self.sounds if s.onset_s <= position]
         if not begun:  # the first sound of the loop has not begun: the last of the previous loop may still hold
             loop, position = loop - 1, position + self.loop_s
             begun = self.sounds
         if loop < 0:
             return None
         sound = begun[-1]
-        after_s = position - sound.start_s
-        return None if after_s > sound.seconds + QUIET_AFTER_S else (int(loop), sound, after_s)
+        after_s = position - sound.onset_s
+        over = position - sound.start_s - sound.seconds
+        return None if over > QUIET_AFTER_S else (int(loop), sound, after_s)
 
 
 class MaskCollector(Node):
@@ -245,11 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"weights: {describe_weights(args.checkpoint)}", flush=True)
     rng = np.random.default_rng(args.seed)
     scene, depth_scene = demo_scene(rng)
-    sounds, loop_s = plan_sounds()
+    audio, sounds, loop_s = synthesize_clip(rng)
     heard = sorted({s.name for s in sounds}, key=SCENE_OBJECTS.index)
     args.out.mkdir(parents=True, exist_ok=True)
     clip = args.out / "sound.wav"
-    soundfile.write(clip, synthesize_clip(rng), SAMPLE_RATE)
+    soundfile.write(clip, audio, SAMPLE_RATE)
     save_png(args.out / "scene.png", scene.image)
     ground_truth, targets = {}, {}
     depth_rule = {name: spec(f"depth.{name}").default for name in ("erode_px", "min_m", "max_m")}

@@ -3,6 +3,7 @@ changes the cost only. The truth is full inference by a predictor without reuse 
 reuse diagnostics are in tests/ros/test_grounding_node.py."""
 import math
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -273,6 +274,21 @@ def test_closing_waits_for_a_renewal_and_ends_its_thread():
     assert renewal_thread is not threading.current_thread() and not renewal_thread.is_alive()
     with pytest.raises(RuntimeError, match="closed"):
         reuse.maps_for(grey(100), encode)
+
+
+def test_renewals_run_on_the_thread_given_and_closing_leaves_it_to_its_owner():
+    """The node hands every configuration's ViewReuse the one renewal thread it keeps for its life
+    (avag_ros.runtime.memory): a thread per configure took a malloc arena each time."""
+    with ThreadPoolExecutor(max_workers=1) as owner:
+        owners_thread = owner.submit(threading.current_thread).result()
+        clock, encode = SteppedClock(), HeldEncoder()
+        reuse = ViewReuse(DEFAULT_MAX_CHANGE, 2.0, clock=clock, renew_on=owner.submit)
+        reuse.maps_for(grey(100), encode)
+        clock.now = 2.0
+        reuse.maps_for(grey(100), encode)  # stale: renewed on the owner's thread
+        reuse.close()  # after the renewal it waited for
+        assert encode.threads[-1] is owners_thread and encode.events[-1] == ("end", 100.0)
+        assert owner.submit(threading.current_thread).result() is owners_thread
 
 
 def test_a_renewal_reads_the_frame_it_was_given():

@@ -1,7 +1,9 @@
 """The grounding node over real rclpy and Fast DDS on loopback."""
+import gc
 import math
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -208,7 +210,9 @@ def current_rss_mb(pid: int) -> float:
 
 def test_lifecycle_transitions(files):
     with ros_domain() as (context, add):
-        node = add(grounding_node(context, files["checkpoint"], files["tone"], autostart=False))
+        # A keyframe 0.3 s old is renewed: the renewal thread starts within the first configuration
+        node = add(grounding_node(context, files["checkpoint"], files["tone"], autostart=False,
+                                  **{"reuse.max_age_s": 0.3}))
         probe = add(Probe(context, OUTPUTS))
         assert node._state_machine.current_state[1] == "unconfigured" and node.predictor is None
         assert node.trigger_configure() == rclpy.lifecycle.TransitionCallbackReturn.SUCCESS
@@ -219,6 +223,8 @@ def test_lifecycle_transitions(files):
         assert probe.wait_for("affordance/function_mask", publish=lambda: probe.publish_rgb(rgb_image()))
         inference_threads = inference_thread_ids()
         assert len(inference_threads) == 1
+        assert probe.wait_until(renewal_thread_ids, publish=lambda: probe.publish_rgb(rgb_image()), period=0.05)
+        renewal_threads = renewal_thread_ids()
         node.trigger_deactivate()
         assert node._state_machine.current_state[1] == "inactive"
         time.sleep(0.5)
@@ -226,18 +232,28 @@ def test_lifecycle_transitions(files):
         probe.wait_for("affordance/function_mask", before + 1, timeout=2,
                        publish=lambda: probe.publish_rgb(rgb_image()))
         assert probe.count("affordance/function_mask") == before
+        model = weakref.ref(node.predictor.backend.model)
         node.trigger_cleanup()
         assert node._state_machine.current_state[1] == "unconfigured" and node.predictor is None
+        # Cleanup frees the model before a configure loads the next: nothing live holds it, not the inference
+        # thread either (avag_ros.runtime.threads.ReusedThread); collected here too, in case the diagnostics timer's
+        # callback held the predictor for the moment of cleanup's own collection.
+        gc.collect()
+        assert model() is None
         assert node.trigger_configure() == rclpy.lifecycle.TransitionCallbackReturn.SUCCESS
         node.trigger_activate()
         before = probe.count("affordance/function_mask")
         assert probe.wait_for("affordance/function_mask", before + 1, publish=lambda: probe.publish_rgb(rgb_image()))
-        # The same thread, hence the same malloc arena, as before the cycle (avag_ros.runtime.memory).
-        assert inference_thread_ids() == inference_threads
+        # The same threads, hence the same malloc arenas, as before the cycle (avag_ros.runtime.memory).
+        assert inference_thread_ids() == inference_threads and renewal_thread_ids() == renewal_threads
 
 
 def inference_thread_ids() -> list[int]:
     return [thread.native_id for thread in threading.enumerate() if thread.name == "affordance_inference"]
+
+
+def renewal_thread_ids() -> list[int]:
+    return [thread.native_id for thread in threading.enumerate() if "renewal" in thread.name]
 
 
 def test_parameters_are_validated_and_dynamic_ones_apply(files):

@@ -44,3 +44,4 @@ def test_large_blocks_get_their_own_mapping_only_while_a_model_loads():
                            "test_memory.check_large_blocks_get_their_own_mapping_only_while_a_model_loads()"],
                           cwd=__file__.rsplit("/", 1)[0], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+

@@ -105,6 +105,30 @@ def test_an_event_begins_at_the_first_50_ms_at_the_level_and_ends_hold_s_after_t
         expected = onset + 5 * (rate // 100) <= state.analysed < last_loud_end + HOLD_S * rate
         assert (state.event is not None) == expected, state.analysed / rate
         assert state.audio_error is None
+    # once over, the event is the last that ended, its audio ending with its last 50 ms at the level
+    assert (states[-1].ended, states[-1].ended_at) == (event, last_loud_end)
+    whole = stream.events.clip(event, last_loud_end, 2.0)
+    assert (whole.start, whole.end) == (event.clip_start, last_loud_end)  # under one window: all of it
+
+
+def test_a_clip_keeps_its_samples_distances_when_the_blocks_stamps_jitter():
+    """A microphone's blocks are stamped by a clock read when each arrives, a little early or late. The onset is
+    dated when the event begins and the clip later: both must be dated from one block, or a clip that begins
+    at its pre-roll seems to begin more than the pre-roll before its onset."""
+    rate = 16000
+    stream = Stream(rate)
+    jitter = np.random.default_rng(0).uniform(-2e6, 2e6, 400).astype(int)  # +-2 ms per block
+    audio = np.concatenate([quiet(1.0, rate), noise(1.5, rate, rms=0.05), quiet(1.5, rate)])
+    block = rate // 100
+    for index, start in enumerate(range(0, audio.size - block + 1, block)):
+        written = stream.buffer.written + block
+        stream.buffer.write(audio[start:start + block], round((written - 1) * 1e9 / rate) + int(jitter[index]))
+        state = stream.events.update(MIN_LEVEL_DB, HOLD_S, THRESHOLD)
+        if state.event is not None:
+            clip = stream.events.clip(state.event, state.analysed, 2.0)
+            onset = state.event.onset
+            assert abs((clip.onset_ns - clip.start_ns) - (onset - clip.start) * 1e9 / rate) <= 1
+            assert abs((clip.end_ns - clip.onset_ns) - (clip.end - 1 - onset) * 1e9 / rate) <= 1
 
 
 def test_quiet_and_a_sound_below_the_level_make_no_event():
@@ -137,30 +161,36 @@ def test_the_clip_span_rule_by_the_sample():
 
 @pytest.mark.parametrize("rate", [16000, 44100, 48000])
 def test_the_clip_is_the_event_alone_on_a_grid_anchored_at_its_onset(rate):
-    """What the front end makes of the clip at each 10 ms of a sound that begins after quiet: until one window is
-    whole, all the event's audio from the pre-roll on (which the front end zero-pads to 1 s); then the last whole windows from the
-    clip's start that fit in 2.0 s, changing once per window; never a sample from before the pre-roll."""
+    """The clip at each 10 ms of a sound that begins after quiet, and what the front end makes of it: until one
+    window is whole, all the event's audio from the pre-roll on (which the front end zero-pads to 1 s); then the
+    last whole windows from the clip's start that fit in 2.0 s, changing once per window; never a sample from
+    before the pre-roll."""
     audio = np.concatenate([quiet(1.037, rate), noise(4.5, rate)])
     stream = Stream(rate)
     clips = []
     for state in stream.play(audio):
         if state.event is not None:
-            clips.append((state.analysed, stream.events.clip(state, 2.0)))
+            clips.append((state.analysed, stream.events.clip(state.event, state.analysed, 2.0)))
     (event,) = stream.events_seen()
     grid, overhang = round(0.96 * rate), math.ceil(0.015 * rate)
     assert clips[0][1].start == event.clip_start
-    for analysed, clip in clips:
+    for index, (analysed, clip) in enumerate(clips):
         assert np.array_equal(clip.samples, audio[clip.start:clip.end])
-        assert clip.start >= event.clip_start and (clip.start - event.clip_start) % grid == 0
-        examples = waveform_to_examples(clip.samples, rate)
         heard = analysed - event.clip_start
+        whole = (heard - overhang) // grid
         if heard < grid + overhang:
-            assert (clip.start, clip.end) == (event.clip_start, analysed) and examples.shape[0] == 1
+            assert (clip.start, clip.end) == (event.clip_start, analysed)
+        else:
+            assert (clip.start, clip.end) == (event.clip_start + (whole - min(whole, 2)) * grid,
+                                              event.clip_start + whole * grid + overhang)
+        if index % 7:  # the front end every 70 ms: each place of the grid, at less cost
+            continue
+        examples = waveform_to_examples(clip.samples, rate)
+        if heard < grid + overhang:
+            assert examples.shape[0] == 1
             torch.testing.assert_close(examples, waveform_to_examples(audio[event.clip_start:analysed], rate))
         else:
-            whole = (heard - overhang) // grid
             assert examples.shape[0] == min(whole, 2)
-            assert clip.end == event.clip_start + whole * grid + overhang
             if rate == 16000:  # no resampling: the very examples of the event's audio at that place
                 everything = waveform_to_examples(audio[event.clip_start:analysed], rate)
                 torch.testing.assert_close(examples, everything[whole - min(whole, 2):whole])
@@ -177,9 +207,16 @@ def test_a_change_of_sound_without_quiet_begins_a_new_event_where_it_changed():
     first, second = stream.events_seen()
     assert first.cause == "level" and second.cause == "change" and second.id == first.id + 1
     assert abs(second.onset - change) <= 0.03 * SAMPLE_RATE and second.clip_start == second.onset
+    ended = next(s for s in stream.states if s.ended is not None)
+    assert (ended.ended, ended.ended_at) == (first, second.onset)  # the old sound ends where the new one begins
+    # before the change is found, the old event is seen to be changing: its masks are held back from then on
+    old = [s for s in stream.states if s.event is not None and s.event.id == first.id]
+    suspected = [s.analysed for s in old if s.changing(THRESHOLD)]
+    assert suspected and change <= suspected[0] and not any(s.changing(THRESHOLD) for s in old
+                                                            if s.analysed < change)
     # once the change is found, the new event's clip holds none of the hammer
     after = [s for s in stream.states if s.event is not None and s.event.id == second.id]
-    assert all(stream.events.clip(s, 2.0).start >= second.clip_start for s in after[:1])
+    assert all(stream.events.clip(s.event, s.analysed, 2.0).start >= second.clip_start for s in after[:1])
 
 
 @pytest.mark.parametrize("name", ["hammer", "mug", "lamp", "drawer", "knife"])
@@ -187,6 +224,7 @@ def test_one_synthetic_sound_is_one_event(name):
     stream = Stream()
     stream.play(np.concatenate([quiet(0.5), sound(name, 8.0, seed=3), quiet(1.5)]), block_s=0.02)
     assert [event.cause for event in stream.events_seen()] == ["level"]
+    assert not any(state.changing(THRESHOLD) for state in stream.states)  # its masks are never held back
 
 
 def test_change_detection_off_at_zero():
@@ -218,7 +256,7 @@ def test_audio_the_ring_lost_before_it_was_analysed_ends_the_event():
     state = stream.events.update(MIN_LEVEL_DB, HOLD_S, THRESHOLD)
     assert state.event is not None and state.event.id == 2  # the sound goes on, as a new event after the gap
     assert state.event.clip_start >= stream.buffer.written - stream.buffer.capacity  # audio the ring still holds
-    clip = stream.events.clip(state, 2.0)
+    clip = stream.events.clip(state.event, state.analysed, 2.0)
     assert np.array_equal(clip.samples, stream.buffer.read(clip.start, clip.end))
 
 
@@ -231,6 +269,8 @@ def test_a_new_buffer_ends_the_event():
     stream.buffer.write(quiet(0.3, 44100), 1)
     state = stream.events.update(MIN_LEVEL_DB, HOLD_S, THRESHOLD)
     assert state.event is None and state.sample_rate == 44100
+    with pytest.raises(ValueError, match="audio source restarted"):  # the old event's audio was in the old ring
+        stream.events.clip(stream.states[-1].event, stream.states[-1].analysed, 2.0)
 
 
 def test_the_change_score_and_point_by_hand():

@@ -1,5 +1,6 @@
 """ReusedThread: the node's inference loops, one per activation, all on one daemon thread."""
 import threading
+import weakref
 
 import pytest
 
@@ -38,3 +39,30 @@ def test_close_lets_the_jobs_already_submitted_finish_first():
     release.set()
     closer.join(timeout=10)
     assert done == ["slow", "next"] and not closer.is_alive()
+
+
+class Loop:
+    """Stands for the node's inference loop, which holds the predictor and its model."""
+
+    def run(self) -> None:
+        pass
+
+    def fail(self) -> None:
+        raise RuntimeError("a failing job")
+
+
+@pytest.mark.parametrize("outcome", ["returns", "raises"])
+def test_the_thread_keeps_nothing_of_a_finished_job(outcome):
+    """Once the caller learns that a job is done, dropping its own reference frees what the job was bound to: the
+    node's cleanup follows deactivate at once, and the thread used to hold the last loop (and with it the model)
+    until the next activate. A failed job's error stays with its future, which the caller reads and drops."""
+    thread = ReusedThread("test_job")
+    try:
+        loop = Loop()
+        loop_alive = weakref.ref(loop)
+        future = thread.submit(loop.run if outcome == "returns" else loop.fail)
+        assert (future.exception() is None) == (outcome == "returns")
+        del loop, future
+        assert loop_alive() is None
+    finally:
+        thread.close()
