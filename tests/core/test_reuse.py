@@ -282,7 +282,7 @@ def test_renewals_run_on_the_thread_given_and_closing_leaves_it_to_its_owner():
     with ThreadPoolExecutor(max_workers=1) as owner:
         owners_thread = owner.submit(threading.current_thread).result()
         clock, encode = SteppedClock(), HeldEncoder()
-        reuse = ViewReuse(DEFAULT_MAX_CHANGE, 2.0, clock=clock, renew_on=owner.submit)
+        reuse = ViewReuse(REUSE_MAX_CHANGE, 2.0, clock=clock, renew_on=owner.submit)
         reuse.maps_for(grey(100), encode)
         clock.now = 2.0
         reuse.maps_for(grey(100), encode)  # stale: renewed on the owner's thread

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -90,6 +92,17 @@ def grounding_node_command(checkpoint, audio_file, *ros_arguments: str) -> list[
     """The node as its own process, the way `ros2 run` starts it, with the file audio source."""
     return [sys.executable, "-m", "avag_ros.grounding_node", "--ros-args", "-p", f"checkpoint:={checkpoint}",
             "-p", "audio.source:=file", "-p", f"audio.file:={audio_file}", *ros_arguments]
+
+
+def interrupt(node: subprocess.Popen) -> str:
+    """Ctrl-C to a node process started with stderr piped; its log. A node that is not gone within 20 s is killed
+    and fails the test: never leave one spinning after it."""
+    node.send_signal(signal.SIGINT)
+    try:
+        return node.communicate(timeout=20)[1]
+    except subprocess.TimeoutExpired:
+        node.kill()
+        raise
 
 
 class Probe(Node):

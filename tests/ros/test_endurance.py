@@ -4,7 +4,6 @@ two things that bench measures, each alone: the node's memory over reloads, and 
 across a deactivate/activate."""
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -20,7 +19,8 @@ from sensor_msgs.msg import Image
 
 from avag_ros.messages.images import rgb_to_image
 from conftest import REPO
-from ros_support import Probe, grounding_node, grounding_node_command, ros_domain, small_checkpoint, write_tone
+from ros_support import (Probe, grounding_node, grounding_node_command, interrupt, ros_domain, small_checkpoint,
+                         write_tone)
 from test_grounding_node import current_rss_mb, diagnostics_values
 
 pytestmark = pytest.mark.slow  # two node processes for most of a minute
@@ -94,12 +94,7 @@ def test_reloads_under_a_stream_keep_the_node_footprint(tmp_path):
         finally:
             stop.set()
             streaming.join()
-            node.send_signal(signal.SIGINT)
-            try:
-                log = node.communicate(timeout=20)[1]
-            except subprocess.TimeoutExpired:
-                node.kill()  # never leave a node spinning after the test
-                raise
+            log = interrupt(node)
     assert node.returncode == 0, log
     print(f"RSS after the warm-up {warm_mb:.1f} MB, after each reload", [round(mb, 1) for mb in rss_mb])
     assert rss_mb[-1] - warm_mb <= RELOADS * GROWTH_PER_RELOAD_MB, (warm_mb, rss_mb)

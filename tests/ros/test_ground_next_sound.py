@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import pytest
-import rclpy
 import soundfile
 import torch
 from rclpy.action import ActionClient

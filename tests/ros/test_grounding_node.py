@@ -16,7 +16,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from avag_core.checkpoints.build import load_model
 from avag_core.inference.export import export_onnx
 from conftest import write_released
-from ros_support import Probe, grounding_node, grounding_node_command, ros_domain, small_checkpoint, write_tone
+from ros_support import (Probe, grounding_node, grounding_node_command, interrupt, ros_domain, small_checkpoint,
+                         write_tone)
 from test_conversions import message as encoded_message
 
 OUTPUTS = {"affordance/function_mask": Image, "affordance/dependency_mask": Image,
@@ -159,7 +160,6 @@ def test_image_flood_keeps_memory_and_latency_bounded(files):
     RSS is read from /proc, so neither this process's peak (earlier tests) nor the probe's copies of the masks
     count; from 8 s into the flood on, a queue would grow by the unprocessed images (about 10 MB a second)."""
     import os
-    import signal
     import subprocess
 
     with ros_domain() as (context, add):
@@ -189,12 +189,7 @@ def test_image_flood_keeps_memory_and_latency_bounded(files):
             stop.set()
             if publisher.is_alive():
                 publisher.join()
-            node.send_signal(signal.SIGINT)
-            try:
-                log = node.communicate(timeout=20)[1]
-            except subprocess.TimeoutExpired:
-                node.kill()  # never leave a node spinning after the test
-                raise
+            log = interrupt(node)
     assert node.returncode == 0 and "Traceback" not in log, log
     assert float(late["input_rate_hz"]) > 30  # the flood really arrived
     assert int(late["frames_dropped"]) > int(early["frames_dropped"]) > 0  # older images were dropped, not queued
