@@ -153,6 +153,8 @@ LAUNCH_ARGUMENTS = {
     "max_rate_hz": "max_rate_hz",
     "publish_overlay": "publish_overlay", "audio_source": "audio.source", "audio_file": "audio.file",
     "use_sim_time": "use_sim_time", "depth_enabled": "depth.enabled",
+    # A USB microphone and a camera on an arm: what a robot's launch line sets beside the camera's topics
+    "audio_device": "audio.device", "audio_sample_rate": "audio.sample_rate", "reuse_max_change": "reuse.max_change",
 }
 
 

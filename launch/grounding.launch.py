@@ -1,6 +1,8 @@
 """Start the affordance grounding node.
 
     ros2 launch avag_ros grounding.launch.py checkpoint:=/path/model.pt image_topic:=/camera/image_raw
+    ros2 launch avag_ros grounding.launch.py checkpoint:=/path/model.pt image_topic:=/camera/camera/color/image_raw \
+        depth_enabled:=true audio_device:=USB audio_sample_rate:=48000 reuse_max_change:=0
     ros2 launch avag_ros grounding.launch.py --show-args
 
 Every argument but params_file, image_topic, depth_topic, camera_info_topic, namespace and log_level sets the node
@@ -18,9 +20,11 @@ LAUNCH_ONLY = {
     "params_file": ("Parameter file of the node",
                     PathJoinSubstitution([get_package_share_directory("avag_ros"), "config", "grounding.yaml"])),
     "image_topic": ("Camera image topic (sensor_msgs/Image); image/compressed follows it", "/camera/image_raw"),
+    # realsense2_camera 4.x's names (its rs_launch.py with align_depth.enable:=true)
     "depth_topic": ("Aligned depth image topic, read with depth_enabled:=true",
-                    "/camera/aligned_depth_to_color/image_raw"),
-    "camera_info_topic": ("CameraInfo of the aligned depth image", "/camera/aligned_depth_to_color/camera_info"),
+                    "/camera/camera/aligned_depth_to_color/image_raw"),
+    "camera_info_topic": ("CameraInfo of the aligned depth image",
+                          "/camera/camera/aligned_depth_to_color/camera_info"),
     "namespace": ("Namespace of the node and its topics", ""),
     "log_level": ("Log level of the node's own logger (not rcl's or the middleware's): debug, info, warn, error "
                   "or fatal", "info"),

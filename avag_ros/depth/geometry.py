@@ -4,7 +4,7 @@ approach pose from a robust plane fit. numpy and OpenCV (erosion, undistortion) 
 Conventions: the camera's optical frame (x right, y down, z forward, as REP 103 `*_optical_frame`), metres, and
 pixel (u, v) = (column, row) with the CameraInfo's K mapping a point to pixel centres at integer coordinates.
 
-The point of a region, exactly (README, "3D targets"): erode the mask by `erode_px` (keep the pixels whose every
+The point of a region, exactly (docs/3d-targets.md): erode the mask by `erode_px` (keep the pixels whose every
 pixel within a Euclidean distance of `erode_px` is in the mask; outside the image counts as outside; if nothing is
 left, the mask itself), keep the pixels whose depth is finite and within [min_m, max_m], back-project each (from
 where an ideal pinhole camera would see it, when the CameraInfo has lens distortion), and take the per-axis median.

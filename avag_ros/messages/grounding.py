@@ -42,8 +42,9 @@ def grounding_message(header: Header, function_mask: np.ndarray, dependency_mask
                       sound_event_active: bool, audio_level_db: float, heard: Heard = Heard(),
                       regions: dict[str, RegionGeometry | None] | None = None, depth_frame_id: str = ""):
     """The whole result of one frame. `header` is the camera image's; `regions` are the 3D targets by region
-    (avag_ros.depth.targets) in `depth_frame_id`, None without depth. A region without geometry leaves its values
-    zero with the valid flag false; a function region whose points fit no plane has a valid point and no pose."""
+    (avag_ros.depth.targets) in `depth_frame_id`, None when the frame got no 3D. A value whose valid flag is false
+    is all zero, as AffordanceGrounding.msg defines: a function region whose points fit no plane has a valid point
+    and a pose of zeros, not one at the point with no orientation."""
     from avag_interfaces.msg import AffordanceGrounding
 
     message = AffordanceGrounding(header=header, function_mask=mask_to_image(function_mask, header),
@@ -60,9 +61,9 @@ def grounding_message(header: Header, function_mask: np.ndarray, dependency_mask
     if function is not None:
         message.function_point_valid = True
         message.function_point = point(function.point)
-        message.function_pose.position = point(function.point)
         if function.quaternion is not None:
             message.function_pose_valid = True
+            message.function_pose.position = point(function.point)
             message.function_pose.orientation = orientation(function.quaternion)
     if dependency is not None:
         message.dependency_point_valid = True

@@ -98,7 +98,7 @@ def render_depth(scene: Scene) -> DepthScene:
 
 def true_target(depth_scene: DepthScene, function_mask: np.ndarray, object_index: int, *, erode_px: int,
                 min_m: float, max_m: float) -> tuple[np.ndarray, np.ndarray]:
-    """(point, surface normal) that a perfect mask would give: the README's point definition applied to the true
+    """(point, surface normal) that a perfect mask would give: the point definition of docs/3d-targets.md applied to the true
     function region, and the true normal of the object's top."""
     points = region_points(function_mask, DepthImage(depth_scene.depth_m, 1.0), depth_scene.intrinsics, erode_px,
                            min_m, max_m)

@@ -1,4 +1,4 @@
-"""A region's 3D point by the README's definition ("3D targets"), in plain numpy: the truth the 3D tests compare
+"""A region's 3D point by the definition in docs/3d-targets.md, in plain numpy: the truth the 3D tests compare
 the node against, computed without avag_ros.depth.geometry."""
 import numpy as np
 

@@ -43,7 +43,7 @@ def test_demo_masks_follow_the_sound_from_each_onset(tmp_path):
                          r"\(([-\d., ]+)\) m", result.stdout)
     assert {name for name, _, _ in targets} == {"hammer", "mug"}, result.stdout
     assert all(float(degrees) < 5 for _, degrees, _ in targets), result.stdout
-    # The true point: the README's definition on the true function region of the scene the demo streamed, in numpy.
+    # The true point: docs/3d-targets.md's definition on the true function region of the scene the demo streamed, in numpy.
     scene, depth_scene = demo_scene(np.random.default_rng(SEED))
     camera = depth_scene.intrinsics
     rule = {name: spec(f"depth.{name}").default for name in ("erode_px", "min_m", "max_m")}

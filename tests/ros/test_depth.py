@@ -1,8 +1,8 @@
 """3D targets from an aligned depth image, over real DDS: known planes, both encodings, holes, bad pairings, sizes,
-empty masks, a slow model.
+empty masks, a slow model; and each case where AffordanceGrounding.msg says a *_valid is false.
 
 Every expected value is computed in the test (depth_truth), independently of avag_ros.depth.geometry, from the mask the
-node published and the depth this test sent, by the definition in the README ("3D targets").
+node published and the depth this test sent, by the definition in docs/3d-targets.md.
 """
 import itertools
 import math
@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from avag_interfaces.msg import AffordanceGrounding
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped, PoseStamped
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -29,7 +30,7 @@ ERODE_PX = 3
 OUTPUTS = {"affordance/function_mask": Image, "affordance/function_point": PointStamped,
            "affordance/dependency_point": PointStamped, "affordance/function_pose": PoseStamped,
            "affordance/function_cloud": PointCloud2, "affordance/markers": MarkerArray,
-           "/diagnostics": DiagnosticArray}
+           "affordance/grounding": AffordanceGrounding, "/diagnostics": DiagnosticArray}
 DEPTH_PARAMETERS = {"depth.enabled": True, "depth.erode_px": ERODE_PX, "depth.min_points": 20,
                     "depth.max_cloud_points": 500, "threshold": 0.01}  # random weights: a threshold that keeps most
 
@@ -115,6 +116,25 @@ def stamp_key(msg):
 def quaternion_z_axis(q) -> np.ndarray:
     x, y, z, w = q.x, q.y, q.z, q.w
     return np.array([2 * (x * z + w * y), 2 * (y * z - w * x), 1 - 2 * (x * x + y * y)])
+
+
+def vector(value) -> tuple[float, ...]:
+    return (value.x, value.y, value.z) + ((value.w,) if hasattr(value, "w") else ())
+
+
+def assert_no_pose(grounding):
+    """AffordanceGrounding.msg: function_pose_valid false, and the pose all zero (no identity quaternion)."""
+    assert not grounding.function_pose_valid
+    assert vector(grounding.function_pose.position) + vector(grounding.function_pose.orientation) == (0.0,) * 7
+
+
+def assert_no_3d(grounding, depth_frame_id=""):
+    """AffordanceGrounding.msg's rule for a frame without 3D: every *_valid false and its values all zero; the depth
+    frame named only when depth was paired."""
+    assert grounding.depth_frame_id == depth_frame_id
+    assert_no_pose(grounding)
+    assert not grounding.function_point_valid and not grounding.dependency_point_valid
+    assert vector(grounding.function_point) == vector(grounding.dependency_point) == (0.0,) * 3
 
 
 def three_d_diagnostics(probe) -> dict:
@@ -223,6 +243,9 @@ def test_a_frame_without_usable_depth_keeps_its_masks_and_is_counted(files, capf
         values = three_d_diagnostics(probe)
         assert int(values[counter]) > 0 and values["pairs_made"] == "0", values
         assert message in values["_message"], values
+        assert probe.count("affordance/grounding") > 0
+        for grounding in probe.received["affordance/grounding"]:
+            assert_no_3d(grounding)
     log = capfd.readouterr().err
     assert message in log, log
     assert log.count("no 3D for this frame") <= time.monotonic() - started + 1  # at most once a second
@@ -277,7 +300,55 @@ def test_an_empty_mask_keeps_the_frame_and_is_counted(files, capfd):
         assert int(values["regions_without_enough_points"]) >= 2 and int(values["pairs_made"]) > 0, values
         assert "region is empty" in values["_message"], values
         assert probe.count("affordance/function_point") == 0
+        assert probe.count("affordance/grounding") > 0
+        for grounding in probe.received["affordance/grounding"]:  # paired, so the depth frame is named
+            assert_no_3d(grounding, depth_frame_id="camera_depth_optical_frame")
     assert "inference failed" not in capfd.readouterr().err
+
+
+def test_a_region_on_one_line_has_a_point_and_no_pose(files):
+    """Depth on one image row only: the region's valid points lie on a line, which fits no plane. The point is valid,
+    the pose is not (all zero, and no pose topic), as AffordanceGrounding.msg says."""
+    depth = plane_depth(tilted_normal(0.0), 1.0)
+    row = HEIGHT // 2
+    depth[np.arange(HEIGHT) != row] = np.nan  # no measurement anywhere else
+    with ros_domain() as (context, add):
+        add(grounding_node(context, files["checkpoint"], files["tone"], **DEPTH_PARAMETERS | {"depth.min_points": 10}))
+        probe = add(Probe(context, OUTPUTS))
+        camera = Camera(probe)
+        assert probe.wait_for("affordance/function_point", 2, timeout=60, publish=lambda: camera.publish(depth))
+        probe.wait_for("affordance/grounding", probe.count("affordance/function_mask"), timeout=10)
+        masks = {stamp_key(m): mask_of(m) for m in probe.received["affordance/function_mask"]}
+        pointed = {stamp_key(p) for p in probe.received["affordance/function_point"]}
+        checked = 0
+        for grounding in probe.received["affordance/grounding"]:
+            if stamp_key(grounding) in pointed:
+                truth = expected_point(masks[stamp_key(grounding)], depth, K, ERODE_PX)
+                assert grounding.function_point_valid and grounding.depth_frame_id == "camera_depth_optical_frame"
+                np.testing.assert_allclose(vector(grounding.function_point), truth, atol=1e-3)
+                assert_no_pose(grounding)
+                checked += 1
+        assert checked > 0
+        assert probe.count("affordance/function_pose") == 0
+
+
+@pytest.mark.parametrize("case, parameters", [
+    ("depth off", {"depth.enabled": False}),
+    # No sound: publish_when_silent sends every frame's empty masks, not grounded on anything, with depth on and fine
+    ("silent frames", {"publish_when_silent": True}),
+])
+def test_frames_without_depth_or_without_a_sound_have_no_3d(files, module_folder, case, parameters):
+    depth = plane_depth(tilted_normal(0.0), 1.0)
+    audio = write_tone(module_folder / "silence.wav", amplitude=0.0) if case == "silent frames" else files["tone"]
+    with ros_domain() as (context, add):
+        add(grounding_node(context, files["checkpoint"], audio, **DEPTH_PARAMETERS | parameters))
+        probe = add(Probe(context, OUTPUTS))
+        camera = Camera(probe)
+        assert probe.wait_for("affordance/grounding", 3, timeout=60, publish=lambda: camera.publish(depth))
+        for grounding in probe.received["affordance/grounding"]:
+            assert_no_3d(grounding)
+            assert grounding.sound_event_active == (case == "depth off")
+        assert probe.count("affordance/function_point") == 0
 
 
 @pytest.fixture(scope="module")

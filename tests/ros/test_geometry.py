@@ -63,7 +63,7 @@ def test_erosion_keeps_the_pixels_whose_whole_disk_is_in_the_mask(seed, radius):
 
 
 def back_projected(mask: np.ndarray, depth_m: np.ndarray, k: Intrinsics, erode_px: int, min_m=0.1, max_m=5.0):
-    """The README's definition, written out: the eroded pixels (or the mask when nothing is left), those with valid
+    """docs/3d-targets.md's definition, written out: the eroded pixels (or the mask when nothing is left), those with valid
     depth, through K. Rows in row-major pixel order."""
     core = brute_force_erosion(mask, erode_px)
     core = core if core.any() else mask

@@ -112,9 +112,9 @@ def test_3d_values_and_valid_flags():
     regions["function"] = RegionGeometry(np.array([0.1, -0.2, 0.9]), NO_POINTS, None, NO_POINTS)  # fits no plane
     message = grounding_message(header(), empty, empty, None, None, False, -120.0, regions=regions)
     assert message.function_point_valid and not message.function_pose_valid
-    assert message.function_pose.position == message.function_point
-    q = message.function_pose.orientation
-    assert (q.x, q.y, q.z, q.w) == (0.0, 0.0, 0.0, 0.0)
+    assert (message.function_point.x, message.function_point.y, message.function_point.z) == (0.1, -0.2, 0.9)
+    position, q = message.function_pose.position, message.function_pose.orientation
+    assert (position.x, position.y, position.z, q.x, q.y, q.z, q.w) == (0.0,) * 7  # no pose: all of it zero
 
     regions["function"] = None
     message = grounding_message(header(), empty, empty, None, None, False, -120.0, regions=regions)

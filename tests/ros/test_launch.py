@@ -16,7 +16,8 @@ EXPECTED_ARGUMENTS = LAUNCH_ONLY_ARGUMENTS | set(LAUNCH_ARGUMENTS)
 TYPED = {"checkpoint": "/models/avag.pt", "backend": "openvino", "model": "avagformer_b5", "device": "cpu",
          "precision": "fp32",
          "use_compressed": "true", "threshold": "0.7", "max_rate_hz": "2", "publish_overlay": "False",
-         "audio_source": "file", "audio_file": "/sounds/peel.wav", "use_sim_time": "true", "depth_enabled": "true"}
+         "audio_source": "file", "audio_file": "/sounds/peel.wav", "use_sim_time": "true", "depth_enabled": "true",
+         "audio_device": "2", "audio_sample_rate": "48000", "reuse_max_change": "0"}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -102,6 +103,9 @@ def test_every_launch_argument_sets_a_declared_parameter_with_the_right_type():
         assert node.settings.threshold == 0.7 and node.settings.audio_file == "/sounds/peel.wav"
         assert node.settings.max_rate_hz == 2.0 and node.get_parameter("use_sim_time").value is True
         assert node.settings.backend == "openvino"
+        # A device index stays a string (the microphone source takes digits as an index)
+        assert node.settings.audio_device == "2" and node.settings.audio_sample_rate == 48000
+        assert node.settings.reuse_max_change == 0.0
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
