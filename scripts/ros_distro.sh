@@ -8,7 +8,7 @@ DEFAULT_ROS_DISTRO=jazzy   # the LTS (to May 2029); Kilted reaches its end of li
 check_ros_distro() {
     case " $ROS_DISTROS " in *" $1 "*) return 0 ;; esac
     if [ "$1" = humble ]; then
-        echo "error: ROS 2 humble has no PyPI wheels; on a Humble install follow README, \"Install\"" >&2
+        echo "error: ROS 2 humble has no PyPI wheels, and Humble is not supported: docs/install.md, \"Humble\"" >&2
     else
         echo "error: no PyPI wheels of ROS 2 '$1' are pinned here; ROS_DISTRO may be one of: $ROS_DISTROS" >&2
     fi

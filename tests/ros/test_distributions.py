@@ -105,7 +105,7 @@ def test_setup_refuses_another_distribution_in_a_venv_before_changing_it(tmp_pat
 
 
 @pytest.mark.parametrize("distro, message", [
-    ("humble", "humble has no PyPI wheels; on a Humble install follow README"),
+    ("humble", "humble has no PyPI wheels, and Humble is not supported: docs/install.md"),
     ("rolling", "ROS_DISTRO may be one of: jazzy kilted"),
 ])
 def test_setup_names_what_it_can_set_up_for_a_distribution_it_cannot(tmp_path, distro, message):
