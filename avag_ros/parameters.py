@@ -31,6 +31,8 @@ class Spec:
     read_only: bool = False
     choices: tuple[str, ...] = ()
     range: tuple[float, float] | None = None
+    # A text that may be a number: `-p audio.device:=2` reaches the node as the integer 2, which means the text "2"
+    integers_as_text: bool = False
 
     def descriptor(self) -> ParameterDescriptor:
         description = self.description + (f" One of: {', '.join(self.choices)}." if self.choices else "")
@@ -49,6 +51,8 @@ class Spec:
         kind = type(self.default)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if kind is str and self.integers_as_text and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
         if type(value) is not kind:
             raise ValueError(f"parameter '{self.name}' takes {_TYPE_NAMES[kind]}, got {value!r}")
         if self.range is not None and not self.range[0] <= value <= self.range[1]:
@@ -86,7 +90,7 @@ SPECS = (
     Spec("publish_when_silent", False, "Publish empty masks while no sound event is active (else publish nothing)."),
     Spec("audio.source", "microphone", "Where the sound comes from.", read_only=True, choices=AUDIO_SOURCES),
     Spec("audio.device", "", "sounddevice input device (name or index); empty: the system default.",
-         read_only=True),
+         read_only=True, integers_as_text=True),
     Spec("audio.sample_rate", 16000, "Microphone sample rate in Hz (16000 avoids resampling).", read_only=True,
          range=(8000, 192000)),
     Spec("audio.channels", 1, "Microphone channels (mixed to mono).", read_only=True, range=(1, 32)),

@@ -48,6 +48,14 @@ def test_an_integer_for_a_double_is_taken_at_start_up_and_at_run_time(files):
         assert not set_over_the_service(probe, "max_rate_hz", "fast")
 
 
+def test_an_audio_device_index_given_as_a_number_is_taken_as_its_text(files):
+    """`ros2 run ... -p audio.device:=2` gives the integer 2 to a string parameter: the device with index 2."""
+    with ros_domain() as (context, add):
+        node = add(grounding_node(context, files["checkpoint"], files["tone"], **{"audio.device": 2}))
+        assert node.get_parameter("audio.device").value == "2" and node.settings.audio_device == "2"
+        assert node._state_machine.current_state[1] == "active" and not node._refused_parameters
+
+
 def test_a_refused_start_up_value_leaves_the_node_unconfigured_until_it_is_fixed(files, capfd):
     with ros_domain() as (context, add):
         node = add(grounding_node(context, files["checkpoint"], files["tone"], threshold=5.0))
