@@ -68,13 +68,13 @@ class Goals:
 class NextSoundGoals:
     """The action's logic apart from the action server: `events` and `settings()` as the inference loop has them,
     `queue` the inference thread's (avag_ros.ground_service.GroundQueue), `now_ns` the node's clock, `finish`
-    executes a goal whose outcome is set (the server's)."""
+    executes a goal whose outcome is set (the server's), `log` the node's logger."""
 
     def __init__(self, events: SoundEvents, settings: Callable[[], GroundingSettings], queue: GroundQueue,
                  now_ns: Callable[[], int], finish: Callable[[WaitingGoal], None],
-                 feedback: Callable[[WaitingGoal, EventState], None]) -> None:
+                 feedback: Callable[[WaitingGoal, EventState], None], log) -> None:
         self._events, self._settings, self._queue, self._now_ns = events, settings, queue, now_ns
-        self._finish, self._feedback = finish, feedback
+        self._finish, self._feedback, self._log = finish, feedback, log
         self._goals = Goals()
         self._lock = threading.Condition()
         self._stopped = False
@@ -161,12 +161,15 @@ class NextSoundGoals:
                 if self._stopped:
                     return
                 waiting = [g for g in self._goals.waiting if g.job is None]
-            settings = self._settings()
-            state = self._events.update(settings.audio_min_level_db, settings.audio_hold_s,
-                                        settings.audio_change_threshold)
-            now = time.monotonic()
-            for goal in waiting:
-                self._look(goal, state, settings, now)
+            try:
+                settings = self._settings()
+                state = self._events.update(settings.audio_min_level_db, settings.audio_hold_s,
+                                            settings.audio_change_threshold)
+                now = time.monotonic()
+                for goal in waiting:
+                    self._look(goal, state, settings, now)
+            except Exception as error:  # the goals' timeouts and feedback live on this thread: it must go on
+                self._log.error(f"~/ground_next_sound's watcher: {error!r}", throttle_duration_sec=5.0)
             with self._lock:
                 self._lock.wait(WATCH_S)
 
@@ -204,9 +207,8 @@ class NextSoundGoals:
         current one or the last that ended."""
         if state.event is not None and state.event.id == goal.event.id:
             enough = settings.audio_window_s if goal.wait_for_end else self._min_heard(goal, settings)
-            ready = state.heard_s >= enough and not state.changing(settings.audio_change_threshold)
-            return state.analysed if ready else None
-        return state.ended_at  # over: all of it there is
+            return state.analysed if state.ready(enough, settings.audio_change_threshold) else None
+        return state.ended_at  # over, however short: all of it there is (a knock, a click)
 
     def _ground(self, goal: WaitingGoal, end: int, settings: GroundingSettings) -> None:
         try:
@@ -234,7 +236,8 @@ class NextSoundServer:
         from rclpy.action import ActionServer, CancelResponse, GoalResponse
 
         self._action = GroundNextSound
-        self.goals = NextSoundGoals(events, settings, queue, now_ns, self._execute_later, self._send_feedback)
+        self.goals = NextSoundGoals(events, settings, queue, now_ns, self._execute_later, self._send_feedback,
+                                    node.get_logger())
         self._outcomes: dict[int, WaitingGoal] = {}  # goals ended and not yet reported, by their handle's id
         self._server = ActionServer(
             node, GroundNextSound, name, execute_callback=self._report,

@@ -116,16 +116,16 @@ class InferenceLoop:
         if newest is None:
             job.answer(False, "no camera frame received yet")
             return
+        # pinned before the model runs: a slow model would otherwise find the frame's depth gone from the buffer
+        pin = self._depth.pin(newest.header) if self._depth is not None else None
         try:
             rgb = frame_to_rgb(newest)
             prediction = self._predictor.predict(rgb, job.clip.samples, job.clip.sample_rate)
+            depth_header, regions = self._outputs.locate(newest.header, prediction.function_mask,
+                                                         prediction.dependency_mask, pin)
         except ValueError as error:
             job.answer(False, str(error))
             return
-        pin = self._depth.pin(newest.header) if self._depth is not None else None
-        try:
-            depth_header, regions = self._outputs.locate(newest.header, prediction.function_mask,
-                                                         prediction.dependency_mask, pin)
         finally:
             _release(pin)
         clip, event = job.clip, job.event
@@ -173,8 +173,7 @@ class InferenceLoop:
             log.warning(f"skipping frame: {state.audio_error}", throttle_duration_sec=2.0)
             return
         event = state.event
-        grounded = (event is not None and state.heard_s >= settings.audio_min_event_s
-                    and not state.changing(settings.audio_change_threshold))
+        grounded = state.ready(settings.audio_min_event_s, settings.audio_change_threshold)
         if not grounded and not settings.publish_when_silent:
             return
         if not grounded:  # publish_when_silent: no event, one not audio.min_event_s long yet, or one changing
@@ -183,9 +182,9 @@ class InferenceLoop:
             self._outputs.publish(FrameResult(msg.header, rgb, empty, empty, None, event is not None,
                                               state.level_db, heard, depth_pin))
             return
-        clip = self._events.clip(event, state.analysed, settings.audio_window_s)
         started = time.perf_counter()
         try:
+            clip = self._events.clip(event, state.analysed, settings.audio_window_s)
             prediction = predictor.predict(rgb, clip.samples, clip.sample_rate)
         except ValueError as error:
             self._stats.count("rejected")

@@ -43,6 +43,9 @@ CHANGE_RECENT_S = 0.3  # the span of sound judged new or not against the event b
 MIN_RECENT_HOPS = 10  # sounding hops in that span: fewer is too little sound to judge
 MIN_REFERENCE_HOPS = 50  # sounding hops of the event before them: a sound is judged against at least 0.5 s of it
 CHANGE_SUSPECT = 0.7  # of audio.change_threshold: above the demo's steady sounds (mug 0.62, hammer 0.38)
+# How long a suspicion holds masks back: a change is found 0.1-0.2 s after it, so a score that stays past the
+# suspect level longer is a varied sound's, not a change on its way
+CHANGE_SUSPECT_MAX_S = 0.3
 SPREAD_FLOOR = 0.5  # cepstral units: a coefficient that barely varies within a sound must not make any change vast
 CHANGE_SEARCH_S = 1.0  # how far back the change point is looked for
 AUDIO_ERROR = "the audio contains NaN or infinite samples"
@@ -69,12 +72,19 @@ class EventState:
     ended: SoundEvent | None = None  # the last event that ended
     ended_at: int = 0  # where its audio ends: after its last sounding hop, at the change, or where it broke off
     change_score: float = 0.0  # the current event's latest change_score (0 until it can be judged)
+    suspect_s: float = 0.0  # how long the change score has stayed past CHANGE_SUSPECT of the threshold
 
     def changing(self, threshold: float) -> bool:
         """Whether the current event's sound may be turning into another: its change score is past CHANGE_SUSPECT
-        of the threshold. Its masks are held back meanwhile: a change is found some 0.1-0.2 s after it, and a
-        mask grounded on the old sound then would show the old object after the new sound began."""
-        return threshold > 0 and self.change_score >= CHANGE_SUSPECT * threshold
+        of the threshold, since less than CHANGE_SUSPECT_MAX_S. Its masks are held back meanwhile: a change is
+        found some 0.1-0.2 s after it, and a mask grounded on the old sound then would show the old object after
+        the new sound began."""
+        return (threshold > 0 and self.change_score >= CHANGE_SUSPECT * threshold
+                and self.suspect_s < CHANGE_SUSPECT_MAX_S)
+
+    def ready(self, min_heard_s: float, threshold: float) -> bool:
+        """Whether the current event may be grounded now: it holds `min_heard_s` of audio and is not changing."""
+        return self.event is not None and self.heard_s >= min_heard_s and not self.changing(threshold)
 
     @property
     def heard_s(self) -> float:
@@ -208,7 +218,9 @@ class SoundEvents:
             recent_levels = list(self._levels)[-hold_hops:]
             return EventState(max(recent_levels, default=SILENCE_DB), self._event, self._position, buffer.sample_rate,
                               AUDIO_ERROR if self._hop - self._nonfinite_hop < hold_hops else None, *self._ended,
-                              self._score if self._event is not None else 0.0)
+                              self._score if self._event is not None else 0.0,
+                              (self._hop - self._suspect_since) * HOP_S
+                              if self._event is not None and self._suspect_since is not None else 0.0)
 
     def clip(self, event: SoundEvent, end: int, window_s: float) -> EventClip:
         """`event`'s clip once the stream reached `end` (clip_span): the current event's up to what a state
@@ -290,6 +302,7 @@ class SoundEvents:
         self._reference_sum_sq = np.zeros(CEPSTRA)
         self._reference_count = 0
         self._score = 0.0
+        self._suspect_since: int | None = None  # the hop since which the score has stayed past CHANGE_SUSPECT
 
     def _record(self, hop: int, start: int, envelope: np.ndarray) -> None:
         """Adds a sounding hop of the event; the hops older than the recent span move into the reference."""
@@ -311,6 +324,10 @@ class SoundEvents:
         mean = self._reference_sum / self._reference_count
         spread = np.sqrt(np.maximum(self._reference_sum_sq / self._reference_count - mean ** 2, 0.0))
         self._score = change_score(mean, spread, np.stack([envelope for _, _, envelope in self._recent]))
+        if self._score < CHANGE_SUSPECT * threshold:
+            self._suspect_since = None
+        elif self._suspect_since is None:
+            self._suspect_since = self._hop
         if self._score < threshold:
             return
         hops = list(self._searchable) + list(self._recent)

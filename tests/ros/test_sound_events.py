@@ -15,8 +15,8 @@ import torch
 from avag_core.audio import load_audio, waveform_to_examples
 from avag_core.data.synthetic import CATEGORIES, SAMPLE_RATE, synthesize_sound
 from avag_ros.audio.ring_buffer import RingBuffer
-from avag_ros.audio.sound_events import (PRE_ROLL_S, SoundEvents, change_point, change_score, clip_span,
-                                         loudest_level_db)
+from avag_ros.audio.sound_events import (CHANGE_SUSPECT, CHANGE_SUSPECT_MAX_S, PRE_ROLL_S, SoundEvents,
+                                         change_point, change_score, clip_span, loudest_level_db)
 from avag_ros.parameters import spec
 from conftest import sample_dir
 
@@ -129,6 +129,34 @@ def test_a_clip_keeps_its_samples_distances_when_the_blocks_stamps_jitter():
             onset = state.event.onset
             assert abs((clip.onset_ns - clip.start_ns) - (onset - clip.start) * 1e9 / rate) <= 1
             assert abs((clip.end_ns - clip.onset_ns) - (clip.end - 1 - onset) * 1e9 / rate) <= 1
+
+
+def longest_run_s(flags) -> float:
+    """The longest run of consecutive true flags, one per 10 ms hop, in seconds."""
+    longest = run = 0
+    for flag in flags:
+        run = run + 1 if flag else 0
+        longest = max(longest, run)
+    return longest * 0.01
+
+
+def test_a_suspected_change_holds_masks_back_for_at_most_the_suspect_span():
+    """A change score past CHANGE_SUSPECT of the threshold holds the event's masks back, since a change is found
+    0.1-0.2 s after it; a score that stays there longer (a varied sound, or a change the threshold misses) must
+    not withhold the event's masks for good."""
+    audio = np.concatenate([quiet(0.5), sound("mug", 1.5), sound("hammer", 1.5), quiet(1.5)])
+    scores = [state.change_score for state in Stream(threshold=1e6).play(audio)]
+    threshold = 1.1 * max(scores)  # no change is found, and the join keeps the score past the suspect level
+    stream = Stream(threshold=threshold)
+    states = stream.play(audio)
+    assert [state.change_score for state in states] == scores and len(stream.events_seen()) == 1  # no change
+    suspect = [score >= CHANGE_SUSPECT * threshold for score in scores]
+    assert longest_run_s(suspect) >= CHANGE_SUSPECT_MAX_S + 0.1
+    held = [state.changing(threshold) for state in states]
+    assert any(held) and all(flag for flag, hold in zip(suspect, held) if hold)
+    assert longest_run_s(held) <= CHANGE_SUSPECT_MAX_S + 1e-9
+    # past the span, the event is ready again though its score is still past the suspect level
+    assert any(state.ready(0.3, threshold) and flag for state, flag in zip(states, suspect))
 
 
 def test_quiet_and_a_sound_below_the_level_make_no_event():
